@@ -1,0 +1,49 @@
+import pytest
+
+from wsi_pipeline.config import load_config
+from wsi_pipeline.errors import ConfigError
+from wsi_pipeline.taxonomy import load_taxonomy
+
+
+def test_defaults_load():
+    cfg = load_config()
+    assert cfg.tiling.patch_size == 512 and cfg.tiling.mask.method == "otsu"
+    assert cfg.report.class_min_cells["HSIL"] == 1
+
+
+def test_user_file_overrides_only_given_keys(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("tiling:\n  overlap: 32\n  mask: {dilate_um: 10}\n")
+    cfg = load_config(f)
+    assert cfg.tiling.overlap == 32 and cfg.tiling.mask.dilate_um == 10.0 and cfg.tiling.patch_size == 512
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("tiling:\n  patchsize: 3\n", "unknown key 'tiling.patchsize'"),
+        ("tiling:\n  patch_size: big\n", "'tiling.patch_size' must be an integer"),
+        ("tiling:\n  overlap: 600\n", "overlap must be"),
+        ("tiling: [1, 2\n", "not valid YAML"),
+        ("- 1\n", "top level must be a mapping"),
+    ],
+)
+def test_bad_config_is_one_line_error_naming_file(tmp_path, text, fragment):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert fragment in str(err.value) and str(f) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_config(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_taxonomy_order_and_severity():
+    tax = load_taxonomy()
+    assert tax.names[:3] == ["NILM", "INFL", "ASC-US"]
+    sev = {n: tax[n].severity for n in tax.abnormal_names()}
+    assert sev["SCC"] > sev["HSIL"] > sev["ASC-H"] > sev["LSIL"] > sev["ASC-US"]
+    assert not tax["NILM"].abnormal and tax["HSIL"].rgb == (0xF4, 0x43, 0x36)

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``wsi`` (stage subcommands) and ``wsi-run`` (whole pipeline)."""

@@ -1,0 +1,208 @@
+"""Pipeline configuration: plain YAML, validated here and nowhere else.
+
+Each stage reads its own section (``tiling``, ``inference``, ``report``) of one YAML file; the
+defaults live in ``configs/default.yaml`` and a user file only needs the keys it changes.
+
+Example:
+    >>> cfg = load_config()                      # the defaults
+    >>> cfg.tiling.patch_size, cfg.tiling.target_mpp
+    (512, 0.5)
+    >>> cfg = load_config(overrides={"tiling": {"overlap": 64}})
+    >>> cfg.tiling.overlap
+    64
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .taxonomy import CONFIG_DIR
+
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+@dataclass
+class MaskConfig:
+    """Cell-area mask computed on a low-resolution thumbnail."""
+
+    mpp: float = 8.0  # thumbnail resolution, um/px
+    method: str = "otsu"  # otsu | fixed
+    threshold: float = 0.0  # used with method=fixed: saturation/darkness threshold in [0, 1]
+    dilate_um: float = 60.0  # grow the mask so cells at the edge of a blob are kept
+    min_object_um2: float = 50.0  # drop specks smaller than this (dust)
+    min_patch_fraction: float = 0.0  # keep a patch when this fraction of it is in the mask (0: any pixel)
+
+
+@dataclass
+class TilingConfig:
+    target_mpp: float = 0.5
+    patch_size: int = 512
+    overlap: int = 128
+    codec: str = "jpeg"  # jpeg | zstd | none
+    jpeg_quality: int = 90
+    patches_per_chunk: int = 16
+    batch_patches: int = 64  # patches per Dask task
+    scheduler: str = "processes"  # threads | processes | synchronous | tcp://host:port
+    workers: int = 0  # 0: number of CPU cores
+    mask: MaskConfig = field(default_factory=MaskConfig)
+
+
+@dataclass
+class InferenceConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int = 0  # 0: chosen from device memory
+    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    score_threshold: float = 0.05  # detections kept in the table
+    nms_iou: float = 0.5  # class-aware merge of duplicates across tile overlaps
+    prefetch_batches: int = 2
+    num_threads: int = 0  # CPU threads for torch; 0: all cores
+
+
+@dataclass
+class ReportConfig:
+    # a cell counts for a class when its score is at least this (per class, default for others)
+    score_threshold: float = 0.5
+    class_score_thresholds: dict[str, float] = field(default_factory=dict)
+    # a slide category needs at least this many cells of the class above threshold
+    min_cells: int = 2
+    class_min_cells: dict[str, int] = field(default_factory=lambda: {"HSIL": 1, "SCC": 1, "AGC": 1})
+    top_k: int = 12  # most suspicious cells shown per abnormal class
+    suspicion_top_k: int = 10  # cells that make up the slide suspicion score
+    adequacy_min_squamous: int = 5000  # Bethesda minimum for liquid-based preparations
+    crop_size_um: float = 64.0
+
+
+@dataclass
+class PipelineConfig:
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    taxonomy: str = ""  # path to a taxonomy YAML; empty: configs/taxonomy.yaml
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+T = typing.TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str, source: str) -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, f"'{where}' must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(source, f"unknown key '{where}.{unknown[0]}' (known: {', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}".lstrip("."), source)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str, source: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where, source)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(args[0], value, where, source)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(source, f"'{where}' must be a mapping")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(vt, v, f"{where}.{k}", source) for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(source, f"'{where}' must be a list")
+        (it,) = typing.get_args(tp)
+        return [_coerce(it, v, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(source, f"'{where}' must be true or false, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(source, f"'{where}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, f"'{where}' must be an integer, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(source, f"'{where}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every failure into a one-line :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(path, "config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "is a directory, expected a YAML file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(path, f"not valid YAML{at}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, "top level must be a mapping of sections")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Defaults from ``configs/default.yaml``, then ``path``, then ``overrides``; validated."""
+    data = read_yaml(DEFAULT_CONFIG)
+    source = str(DEFAULT_CONFIG)
+    if path is not None:
+        data = _merge(data, read_yaml(path))
+        source = str(path)
+    if overrides:
+        data = _merge(data, overrides)
+    cfg = from_dict(PipelineConfig, data, "", source)
+    _check_ranges(cfg, source)
+    return cfg
+
+
+def _check_ranges(cfg: PipelineConfig, source: str) -> None:
+    t = cfg.tiling
+    checks = [
+        (0.05 <= t.target_mpp <= 20, "tiling.target_mpp must be between 0.05 and 20 um/px"),
+        (16 <= t.patch_size <= 8192, "tiling.patch_size must be between 16 and 8192 px"),
+        (0 <= t.overlap < t.patch_size, "tiling.overlap must be >= 0 and smaller than patch_size"),
+        (t.codec in ("jpeg", "zstd", "none"), "tiling.codec must be jpeg, zstd or none"),
+        (1 <= t.jpeg_quality <= 100, "tiling.jpeg_quality must be 1-100"),
+        (t.patches_per_chunk >= 1 and t.batch_patches >= 1, "tiling chunk/batch sizes must be >= 1"),
+        (t.mask.method in ("otsu", "fixed"), "tiling.mask.method must be otsu or fixed"),
+        (0 <= cfg.inference.nms_iou <= 1, "inference.nms_iou must be in [0, 1]"),
+        (0 <= cfg.report.score_threshold <= 1, "report.score_threshold must be in [0, 1]"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(source, message)
