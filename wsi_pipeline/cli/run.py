@@ -1,0 +1,144 @@
+"""``wsi-run``: the whole pipeline (tiling -> detection -> report) for slides, a folder, or the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .. import __version__
+from ..config import load_config
+from ..errors import WsiError
+from ..pipeline import RunOptions, SlideOutcome, find_slides, plan, run_slide, write_summary
+from .common import RESEARCH_NOTICE, HelpFormatter, add_verbosity, run_guarded, setup_logging
+
+log = logging.getLogger("wsi_pipeline.run")
+
+EPILOG = """examples:
+  wsi-run --demo                                  # synthetic slide + demo model, end to end
+  wsi-run slide.svs --out results/                # one slide -> results/slide/report.html
+  wsi-run slides/ --out results/                  # every slide in a folder; see results/index.html
+  wsi-run 'scans/*.ndpi' list.txt --out results/  # globs and text files listing slides
+  wsi-run slides/ --out results/ --dry-run        # plan only: slides, patches, disk
+  wsi-run slides/ --out results/ --delete-store   # drop the patch store once a report exists
+  wsi-run slides/ --out results/ --scheduler tcp://10.0.0.5:8786   # one task per slide on a Dask cluster
+
+exit status: 0 all slides succeeded, 1 some failed, 2 usage error.
+""" + RESEARCH_NOTICE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wsi-run", description="Screen whole-slide images: tile, detect cells, write a report per slide.",
+        epilog=EPILOG, formatter_class=HelpFormatter,
+    )
+    p.add_argument("inputs", nargs="*", help="slide files, folders, globs, or .txt files listing slides")
+    p.add_argument("--out", type=Path, default=Path("wsi_out"), help="output folder (one sub-folder per slide)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="detector checkpoint from `wsi train` (default: the synthetic demo model, built on first use)")
+    p.add_argument("--config", type=Path, default=None, help="pipeline YAML overriding configs/default.yaml")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--scheduler", default=None,
+                   help="tiling scheduler: threads | processes | synchronous, or a dask.distributed address "
+                        "(tcp://HOST:PORT) to run one task per slide on that cluster")
+    p.add_argument("--workers", type=int, default=None, help="tiling workers (default: all cores)")
+    p.add_argument("--mpp", type=float, default=None, help="microns per pixel, for slides that do not record it")
+    p.add_argument("--force", action="store_true", help="redo slides that already have a report")
+    p.add_argument("--delete-store", action="store_true", help="delete each patch store once its report is written")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (slides, patches, disk) and exit")
+    p.add_argument("--demo", action="store_true", help="generate a synthetic TCT slide and run the pipeline on it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--version", action="version", version=f"wsi_pipeline {__version__}")
+    add_verbosity(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.inputs and not args.demo:
+        parser.print_usage(sys.stderr)
+        print("wsi-run: error: give slides, a folder, or --demo", file=sys.stderr)
+        return 2
+    setup_logging(args.verbose - args.quiet)
+    return run_guarded(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..demo import default_model_path, run_demo
+
+    if args.demo:
+        return run_demo(args.out, device=args.device, progress=not args.no_progress)
+    cfg = load_config(args.config)
+    model = args.model or default_model_path(build_if_missing=not args.dry_run)
+    if args.model is None:
+        log.warning("using the demo model (%s): trained on synthetic cells only, NOT for clinical use", model)
+    opts = RunOptions(model=model, device=args.device, scheduler=args.scheduler, workers=args.workers, mpp=args.mpp,
+                      force=args.force, keep_store=not args.delete_store, progress=not args.no_progress)
+    slides = find_slides(args.inputs, include_images=args.mpp is not None)
+    if not slides:
+        raise WsiError(" ".join(args.inputs), "no slides found (supported: SVS, NDPI, MRXS, SCN, BIF, DICOM, TIFF)")
+    if args.dry_run:
+        return _print_plan(slides, cfg, model, args.mpp)
+    outcomes = run_batch(slides, args.out, cfg, opts)
+    csv_path, index = write_summary(args.out, outcomes)
+    failed = [o for o in outcomes if not o.ok]
+    for o in outcomes:
+        line = f"{Path(o.slide).name}: {o.status}"
+        line += f" - {o.category} (suspicion {o.suspicion:.3f}) - {o.report_html}" if o.ok and o.suspicion is not None else ""
+        line += f" - {o.reason}" if o.reason else ""
+        print(line)
+    if len(outcomes) > 1:
+        print(f"{len(outcomes) - len(failed)}/{len(outcomes)} slides done; summary: {index}")
+    return 1 if failed else 0
+
+
+def run_batch(slides: list[Path], out_root: Path, cfg, opts: RunOptions) -> list[SlideOutcome]:
+    """Run every slide; a failing slide is recorded and the batch goes on."""
+    if opts.scheduler and "://" in opts.scheduler:
+        return _run_on_cluster(slides, out_root, cfg, opts)
+    outcomes = []
+    bar = tqdm(slides, desc="slides", unit="slide", disable=not opts.progress or len(slides) < 2)
+    for slide in bar:
+        bar.set_postfix_str(slide.name)
+        outcomes.append(run_slide(slide, out_root, cfg, opts))
+    return outcomes
+
+
+def _run_on_cluster(slides: list[Path], out_root: Path, cfg, opts: RunOptions) -> list[SlideOutcome]:
+    """One task per slide on a dask.distributed cluster; workers need the slides and OUT on a shared filesystem."""
+    from dataclasses import replace
+
+    from distributed import Client, as_completed
+
+    worker_opts = replace(opts, scheduler="threads", progress=False)
+    with Client(opts.scheduler) as client:
+        log.info("submitting %d slides to %s", len(slides), opts.scheduler)
+        futures = [client.submit(run_slide, s.resolve(), out_root.resolve(), cfg, worker_opts, pure=False) for s in slides]
+        done = {}
+        for fut in tqdm(as_completed(futures), total=len(futures), desc="slides", unit="slide", disable=not opts.progress):
+            o = fut.result()
+            done[o.slide] = o
+    return [done[str(s.resolve())] for s in slides]
+
+
+def _print_plan(slides: list[Path], cfg, model: Path, mpp: float | None) -> int:
+    from ..models.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(model, device="cpu").meta
+    rows = plan(slides, cfg, meta, mpp)
+    print(f"{'slide':40s} {'size':>13s} {'mpp':>7s} {'patches<=':>10s} {'disk MB':>8s}  status")
+    for r in rows:
+        print(f"{Path(r['slide']).name[:40]:40s} {r['size']:>13s} {str(r['mpp']):>7s} {r['max_patches']:>10d} "
+              f"{r['disk_mb']:>8.1f}  {r['status']}")
+    ok = [r for r in rows if r["status"] == "ok"]
+    print(f"{len(ok)}/{len(rows)} slides readable; at most {sum(r['max_patches'] for r in ok)} patches, "
+          f"{sum(r['disk_mb'] for r in ok):.0f} MB of patch stores")
+    return 0 if len(ok) == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""Whole-slide runs: tiling -> detection -> report for one slide or a batch.
+
+Each stage resumes from its own on-disk artifact (patch store, detections table, report.json),
+so rerunning the same command after an interruption only does what is missing. A batch records a
+failing slide with its reason and goes on.
+
+Example:
+    >>> from wsi_pipeline.pipeline import find_slides
+    >>> find_slides(["does-not-exist/"])  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    wsi_pipeline.errors.WsiError: does-not-exist/: no such file or folder
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import html
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .config import PipelineConfig
+from .errors import WsiError
+from .taxonomy import load_taxonomy
+
+log = logging.getLogger(__name__)
+
+# extensions any of our readers may open; a plain image needs --mpp
+SLIDE_EXTENSIONS = {
+    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".ome.tif",
+    ".ome.tiff",
+}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
+STORE_NAME = "patches.zarr"
+DETECTIONS_NAME = "detections.parquet"
+REPORT_NAME = "report.json"
+
+
+@dataclass
+class RunOptions:
+    """What ``wsi-run`` was asked to do, beyond the YAML config."""
+
+    model: Path
+    device: str = "auto"
+    scheduler: str | None = None  # None: the config's tiling.scheduler
+    workers: int | None = None
+    mpp: float | None = None
+    force: bool = False
+    keep_store: bool = True
+    progress: bool = True
+
+
+@dataclass
+class SlideOutcome:
+    slide: str
+    out_dir: str
+    status: str  # ok | skipped (already complete) | failed
+    reason: str = ""
+    category: str = ""
+    suspicion: float | None = None
+    adequacy: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    report_html: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "skipped")
+
+
+def slide_out_dir(out_root: Path, slide: Path) -> Path:
+    """``OUT/<slide name>``; a DICOM slide (a folder of instances) is named after its folder."""
+    name = slide.parent.name if slide.suffix.lower() == ".dcm" else slide.name
+    for ext in sorted(SLIDE_EXTENSIONS | IMAGE_EXTENSIONS, key=len, reverse=True):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return out_root / name
+
+
+def find_slides(inputs: list[str], include_images: bool = False) -> list[Path]:
+    """Slides named by ``inputs``: files, folders (not recursive), globs, or ``.txt`` lists of paths.
+
+    DICOM instances of one folder count as one slide (OpenSlide finds the others).
+    """
+    found: list[Path] = []
+    exts = SLIDE_EXTENSIONS | (IMAGE_EXTENSIONS if include_images else set())
+    for item in inputs:
+        path = Path(item)
+        if any(ch in item for ch in "*?["):
+            found += [Path(p) for p in sorted(glob.glob(item)) if Path(p).is_file()]
+        elif path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.is_file() and _has_ext(p, exts))
+        elif path.suffix.lower() == ".txt" and path.is_file():
+            lines = [ln.strip() for ln in path.read_text().splitlines()]
+            found += [Path(ln) if Path(ln).is_absolute() else path.parent / ln for ln in lines if ln and not ln.startswith("#")]
+        elif path.exists() or path.suffix:
+            found.append(path)  # a missing file is reported by the reader, with its name
+        else:
+            raise WsiError(item, "no such file or folder")
+    unique: list[Path] = []
+    dicom_dirs: set[Path] = set()
+    for p in found:
+        if p.suffix.lower() == ".dcm":
+            if p.parent in dicom_dirs:
+                continue
+            dicom_dirs.add(p.parent)
+        if p not in unique:
+            unique.append(p)
+    return unique
+
+
+def _has_ext(path: Path, exts: set[str]) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(e) for e in exts)
+
+
+def run_slide(slide: Path, out_root: Path, cfg: PipelineConfig, opts: RunOptions) -> SlideOutcome:
+    """Tile, detect and report one slide into ``out_root/<name>``; never raises for a bad slide."""
+    out_dir = slide_out_dir(out_root, slide)
+    outcome = SlideOutcome(slide=str(slide), out_dir=str(out_dir), status="failed")
+    report_json = out_dir / REPORT_NAME
+    if report_json.is_file() and not opts.force:
+        return _outcome_from_report(outcome, report_json, status="skipped")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = _file_log(out_dir / "run.log")
+    try:
+        outcome.timings = _run_stages(slide, out_dir, cfg, opts)
+        _outcome_from_report(outcome, report_json, status="ok")
+        if not opts.keep_store:
+            shutil.rmtree(out_dir / STORE_NAME, ignore_errors=True)
+    except WsiError as exc:
+        outcome.reason = str(exc)
+        log.error("%s", exc)
+    except Exception as exc:  # a bug or an unexpected library failure: record it, keep the batch going
+        outcome.reason = f"{slide}: unexpected {exc.__class__.__name__}: {exc}"
+        log.exception("%s failed unexpectedly", slide)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    return outcome
+
+
+def _run_stages(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOptions) -> dict[str, float]:
+    # imported here so `wsi-run --help` stays fast
+    from .export import write_report
+    from .inference import detect_store
+    from .models.checkpoint import load_checkpoint
+    from .tiling import tile_slide
+
+    timings: dict[str, float] = {}
+    loaded = load_checkpoint(opts.model, device="cpu")
+    # the detector dictates patch size and resolution: tile the slide to match it
+    tiling = replace(cfg.tiling, target_mpp=float(loaded.meta["target_mpp"]), patch_size=int(loaded.meta["patch_size"]))
+    if opts.workers is not None:
+        tiling = replace(tiling, workers=opts.workers)
+    if opts.scheduler:
+        tiling = replace(tiling, scheduler=opts.scheduler)
+
+    t = time.perf_counter()
+    log.info("%s: stage 1/3 tiling", slide.name)
+    tile_slide(slide, out_dir, tiling, mpp=opts.mpp, progress=opts.progress)
+    timings["tiling_s"] = round(time.perf_counter() - t, 2)
+
+    t = time.perf_counter()
+    log.info("%s: stage 2/3 detection", slide.name)
+    inference = replace(cfg.inference, device=opts.device) if opts.device else cfg.inference
+    detect_store(out_dir / STORE_NAME, opts.model, out_dir, inference, progress=opts.progress)
+    timings["detection_s"] = round(time.perf_counter() - t, 2)
+
+    t = time.perf_counter()
+    log.info("%s: stage 3/3 report", slide.name)
+    taxonomy = load_taxonomy(cfg.taxonomy or None)
+    timings["report_s"] = 0.0
+    write_report(out_dir / DETECTIONS_NAME, out_dir, cfg.report, taxonomy, slide_path=slide, timings=timings)
+    timings["report_s"] = round(time.perf_counter() - t, 2)
+    return timings
+
+
+def _outcome_from_report(outcome: SlideOutcome, report_json: Path, status: str) -> SlideOutcome:
+    report = json.loads(report_json.read_text())
+    outcome.status = status
+    outcome.category = str(report.get("category", {}).get("name", ""))
+    outcome.suspicion = report.get("suspicion_score")
+    outcome.adequacy = str(report.get("adequacy", {}).get("status", ""))
+    outcome.timings = outcome.timings or dict(report.get("timings", {}))
+    html_path = report_json.with_name("report.html")
+    outcome.report_html = str(html_path) if html_path.is_file() else ""
+    return outcome
+
+
+def _file_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+SUMMARY_FIELDS = ["slide", "status", "category", "suspicion", "adequacy", "tiling_s", "detection_s", "report_s",
+                  "reason", "report_html", "out_dir"]
+
+
+def write_summary(out_root: Path, outcomes: list[SlideOutcome]) -> tuple[Path, Path]:
+    """``summary.csv`` and ``index.html`` listing every slide, most suspicious first, failures last."""
+    rows = sorted(outcomes, key=lambda o: (not o.ok, -(o.suspicion or 0.0), o.slide))
+    out_root.mkdir(parents=True, exist_ok=True)
+    csv_path = out_root / "summary.csv"
+    with open(csv_path.with_suffix(".csv.tmp"), "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
+        writer.writeheader()
+        for o in rows:
+            d = asdict(o)
+            d.update({k: o.timings.get(k, "") for k in ("tiling_s", "detection_s", "report_s")})
+            d["suspicion"] = "" if o.suspicion is None else f"{o.suspicion:.4f}"
+            writer.writerow({k: d.get(k, "") for k in SUMMARY_FIELDS})
+    csv_path.with_suffix(".csv.tmp").replace(csv_path)
+    html_path = out_root / "index.html"
+    html_path.write_text(_index_html(rows, out_root))
+    return csv_path, html_path
+
+
+def _index_html(rows: list[SlideOutcome], out_root: Path) -> str:
+    def link(o: SlideOutcome) -> str:
+        if not o.report_html:
+            return html.escape(Path(o.slide).name)
+        rel = Path(o.report_html).resolve().relative_to(out_root.resolve()) if Path(o.report_html).resolve().is_relative_to(out_root.resolve()) else Path(o.report_html)
+        return f'<a href="{html.escape(str(rel))}">{html.escape(Path(o.slide).name)}</a>'
+
+    body = "\n".join(
+        f"<tr class='{o.status}'><td>{link(o)}</td><td>{html.escape(o.status)}</td><td>{html.escape(o.category)}</td>"
+        f"<td>{'' if o.suspicion is None else f'{o.suspicion:.3f}'}</td><td>{html.escape(o.adequacy)}</td>"
+        f"<td>{sum(v for v in o.timings.values() if isinstance(v, (int, float))):.1f}</td>"
+        f"<td>{html.escape(o.reason)}</td></tr>"
+        for o in rows
+    )
+    n_ok = sum(o.ok for o in rows)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>wsi_pipeline batch summary</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
+td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}tr.failed{{background:#fdecea}}
+.note{{color:#666;font-size:90%}}</style></head><body>
+<h1>Batch summary</h1><p>{n_ok} of {len(rows)} slides processed; most suspicious first.</p>
+<table><tr><th>slide</th><th>status</th><th>category</th><th>suspicion</th><th>adequacy</th><th>time (s)</th>
+<th>reason</th></tr>
+{body}
+</table><p class="note">Research use only: decision support for trained cytology staff, not a diagnosis.</p>
+</body></html>"""
+
+
+def collect_outcomes(out_root: Path) -> list[SlideOutcome]:
+    """Outcomes of every finished slide folder under ``out_root`` (for cohort summaries)."""
+    outcomes = []
+    for report_json in sorted(out_root.glob(f"*/{REPORT_NAME}")):
+        report = json.loads(report_json.read_text())
+        slide = str(report.get("slide", {}).get("path", report_json.parent.name))
+        o = SlideOutcome(slide=slide, out_dir=str(report_json.parent), status="ok")
+        outcomes.append(_outcome_from_report(o, report_json, status="ok"))
+    return outcomes
+
+
+def plan(slides: list[Path], cfg: PipelineConfig, model_meta: dict[str, Any], mpp: float | None) -> list[dict]:
+    """Dry run: for each slide, the patch grid it would be cut into (an upper bound before masking)."""
+    from .io import open_slide
+
+    patch = int(model_meta["patch_size"])
+    target = float(model_meta["target_mpp"])
+    stride = patch - cfg.tiling.overlap
+    rows = []
+    for s in slides:
+        try:
+            with open_slide(s, mpp=mpp) as sl:
+                w, h = sl.dimensions
+                scale = target / sl.mpp[0]
+                nx = max(0, int((w / scale - cfg.tiling.overlap) // stride))
+                ny = max(0, int((h / scale - cfg.tiling.overlap) // stride))
+                # JPEG q90 patches are ~12x smaller than raw RGB (docs/store.md)
+                disk = nx * ny * patch * patch * 3 / (12 if cfg.tiling.codec == "jpeg" else 1)
+                rows.append({"slide": str(s), "size": f"{w}x{h}", "mpp": round(sl.mpp[0], 4),
+                             "max_patches": nx * ny, "disk_mb": round(disk / 1e6, 1), "status": "ok"})
+        except WsiError as exc:
+            rows.append({"slide": str(s), "size": "", "mpp": "", "max_patches": 0, "disk_mb": 0.0, "status": str(exc)})
+    return rows
