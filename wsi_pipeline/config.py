@@ -62,6 +62,7 @@ class InferenceConfig:
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
     score_threshold: float = 0.05  # detections kept in the table
     nms_iou: float = 0.5  # class-aware merge of duplicates across tile overlaps
+    cut_cell_ios: float = 0.6  # a box cut by a patch border is dropped when this share lies inside a better box
     prefetch_batches: int = 2
     num_threads: int = 0  # CPU threads for torch; 0: all cores
 
@@ -77,7 +78,11 @@ class ReportConfig:
     top_k: int = 12  # most suspicious cells shown per abnormal class
     suspicion_top_k: int = 10  # cells that make up the slide suspicion score
     adequacy_min_squamous: int = 5000  # Bethesda minimum for liquid-based preparations
-    crop_size_um: float = 64.0
+    crop_size_um: float = 64.0  # side of the gallery crops (grown to fit a larger cell)
+    crop_format: str = "jpeg"  # jpeg | png (lossless, larger page)
+    jpeg_quality: int = 90  # gallery crops when crop_format is jpeg
+    thumbnail_max_px: int = 1600  # long side of the overview pictures in report.html
+    heatmap_grid_um: float = 500.0  # side of the squares of the abnormal-cell density heat map
 
 
 @dataclass
@@ -187,6 +192,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         data = _merge(data, overrides)
     cfg = from_dict(PipelineConfig, data, "", source)
     _check_ranges(cfg, source)
+    _check_report(cfg.report, source)
     return cfg
 
 
@@ -201,7 +207,29 @@ def _check_ranges(cfg: PipelineConfig, source: str) -> None:
         (t.patches_per_chunk >= 1 and t.batch_patches >= 1, "tiling chunk/batch sizes must be >= 1"),
         (t.mask.method in ("otsu", "fixed"), "tiling.mask.method must be otsu or fixed"),
         (0 <= cfg.inference.nms_iou <= 1, "inference.nms_iou must be in [0, 1]"),
+        (0 < cfg.inference.cut_cell_ios <= 1, "inference.cut_cell_ios must be in (0, 1]"),
+        (0 <= cfg.inference.score_threshold <= 1, "inference.score_threshold must be in [0, 1]"),
+        (cfg.inference.batch_size >= 0 and cfg.inference.prefetch_batches >= 1,
+         "inference.batch_size must be >= 0 and inference.prefetch_batches >= 1"),
         (0 <= cfg.report.score_threshold <= 1, "report.score_threshold must be in [0, 1]"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(source, message)
+
+
+def _check_report(r: ReportConfig, source: str) -> None:
+    """Ranges of the ``report`` section; class names are checked against the taxonomy by the report itself."""
+    checks = [
+        (all(0 <= v <= 1 for v in r.class_score_thresholds.values()), "report.class_score_thresholds must be in [0, 1]"),
+        (r.min_cells >= 1 and all(v >= 1 for v in r.class_min_cells.values()), "report min_cells values must be >= 1"),
+        (r.top_k >= 0 and r.suspicion_top_k >= 1, "report.top_k must be >= 0 and report.suspicion_top_k >= 1"),
+        (r.adequacy_min_squamous >= 0, "report.adequacy_min_squamous must be >= 0"),
+        (1 <= r.crop_size_um <= 1000, "report.crop_size_um must be between 1 and 1000 um"),
+        (r.crop_format in ("jpeg", "png"), "report.crop_format must be jpeg or png"),
+        (1 <= r.jpeg_quality <= 100, "report.jpeg_quality must be 1-100"),
+        (64 <= r.thumbnail_max_px <= 8192, "report.thumbnail_max_px must be between 64 and 8192"),
+        (r.heatmap_grid_um > 0, "report.heatmap_grid_um must be > 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -1,0 +1,291 @@
+"""Run a detector over every patch of a patch store and write one slide-level detections table.
+
+Flow: check that the model's resolution and patch size match the store's, plan the device,
+read chunk-aligned batches in background threads while the model computes, map each batch's
+boxes to level-0 pixels and save them in ``detections.partial/`` (resume point), then merge the
+tile-overlap duplicates of all batches and write ``detections.parquet`` atomically, marked
+complete only when every patch was processed.
+
+Any object with ``predict(images, score_threshold) -> list[dict]`` (boxes, scores, labels,
+class_scores per image) plus a ``meta`` mapping works as the model (see docs/inference.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import __version__
+from ..config import InferenceConfig
+from ..errors import ArtifactError, WsiError
+from ..store.detections import Detections, read_detections, write_detections
+from .device import DevicePlan, plan_device
+from .merge import merge_overlaps, to_level0, touches_patch_border
+from .partial import PartialResults, RawDetections
+from .reader import PrefetchReader, plan_batches
+
+log = logging.getLogger(__name__)
+
+DETECTIONS_NAME = "detections.parquet"
+MPP_TOLERANCE = 0.02  # relative difference between model and store resolution that still counts as equal
+BORDER_TOLERANCE_PX = 1.0  # patch px: a box this close to a patch border may be a cut cell
+
+
+class Predictor(Protocol):
+    def predict(self, images: torch.Tensor, score_threshold: float = 0.05) -> list[dict[str, torch.Tensor]]: ...
+
+
+class ModelLike(Protocol):
+    """What detect_store needs from a loaded checkpoint (``models.checkpoint.LoadedModel``)."""
+
+    detector: Predictor
+    meta: Mapping[str, Any]
+
+
+@dataclass
+class DetectResult:
+    detections_path: Path
+    n_detections: int
+    n_patches: int
+    patches_run: int  # patches processed in this run (fewer than n_patches when resuming)
+    seconds: float
+    patches_per_second: float  # of this run's processed patches, model + data
+    data_wait_fraction: float  # share of the batch loop spent waiting for patches from the store
+    device: str
+    precision: str
+    batch_size: int
+
+
+def detect_store(
+    store_path: str | Path,
+    model: ModelLike | str | Path,
+    out_dir: str | Path,
+    cfg: InferenceConfig | None = None,
+    progress: bool = True,
+) -> DetectResult:
+    """Detect cells in every patch of ``store_path`` and write ``out_dir/detections.parquet``.
+
+    ``model`` is a checkpoint path or an already loaded model (``detector`` + ``meta``).
+    Rerunning after an interruption continues from the last finished batch; rerunning after
+    success with the same model and settings returns the existing table.
+
+    Example (with a store from ``wsi tile`` and a checkpoint from ``wsi train``):
+        >>> result = detect_store("work/slide/patches.zarr", "model.pt", "work/slide")  # doctest: +SKIP
+        >>> result.n_detections, result.detections_path.name                              # doctest: +SKIP
+        (5321, 'detections.parquet')
+    """
+    from ..store.patches import PatchStore  # here so that the module imports without zarr
+
+    cfg = cfg or InferenceConfig()
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    store = PatchStore.open(store_path, require_complete=True)
+    model_path = None if _is_loaded(model) else Path(model)  # type: ignore[arg-type]
+    plan = plan_device(cfg.device, cfg.precision, cfg.batch_size, store.patch_size, cfg.num_threads)
+    loaded = model if model_path is None else _load_model(model_path, plan.device)
+    meta = dict(loaded.meta)
+    check_compatible(meta, store, model_path or "model")
+    taxonomy = [str(n) for n in _first(meta, "taxonomy", "class_names", "classes")]
+    num_classes = len(taxonomy)
+
+    identity = {
+        "store_fingerprint": store.fingerprint,
+        "model_sha256": _model_sha256(meta, model_path),
+        "score_threshold": cfg.score_threshold,
+        "n_patches": store.n_patches,
+        "software": __version__,
+    }
+    final_path = out_dir / DETECTIONS_NAME
+    if _finished_before(final_path, identity, cfg):
+        log.info("Detections for this store and model are already complete: %s", final_path)
+        det = read_detections(final_path)
+        return DetectResult(final_path, len(det), store.n_patches, 0, 0.0, 0.0, 0.0,
+                            plan.device.type, plan.precision, plan.batch_size)
+    if final_path.exists():
+        log.info("Replacing %s (it came from another model, store or setting)", final_path)
+        final_path.unlink()
+
+    partial = PartialResults.open(out_dir, identity)
+    done = partial.done_mask(store.n_patches)
+    chunk = int(store.patches.chunks[0]) if store.n_patches else 1
+    batches = plan_batches(store.n_patches, chunk, plan.batch_size, done)
+    todo = sum(stop - start for start, stop in batches)
+    if done.any():
+        log.info("Resuming: %d of %d patches were already processed", int(done.sum()), store.n_patches)
+    log.info("Detecting cells in %d patches on %s (%s, batch %d)", todo, plan.device, plan.precision, plan.batch_size)
+
+    detector = loaded.detector
+    if isinstance(detector, torch.nn.Module):
+        detector.to(plan.device).eval()
+    loop_start = time.perf_counter()
+    wait = _run_batches(store, detector, batches, partial, plan, cfg, num_classes, progress)
+    loop_seconds = time.perf_counter() - loop_start
+
+    raw = partial.load_all(num_classes)
+    if not partial.done_mask(store.n_patches).all():  # cannot happen unless files vanished mid-run
+        raise ArtifactError(partial.folder, "some patch batches have no results; rerun `wsi detect` to finish them")
+    merged = _merge(raw, store, cfg)
+    seconds = time.perf_counter() - t_start
+    write_detections(final_path, _to_table(merged, taxonomy), _metadata(store, meta, model_path, plan, cfg, taxonomy,
+                                                                       identity, seconds))
+    partial.remove()
+    rate = todo / loop_seconds if todo and loop_seconds > 0 else 0.0
+    log.info("Found %d cells (%d raw boxes before merging overlaps) in %.1f s; wrote %s",
+             len(merged), len(raw), seconds, final_path)
+    return DetectResult(final_path, len(merged), store.n_patches, todo, seconds, rate,
+                        wait / loop_seconds if loop_seconds > 0 else 0.0,
+                        plan.device.type, plan.precision, plan.batch_size)
+
+
+def check_compatible(meta: Mapping[str, Any], store: Any, model_name: str | Path) -> None:
+    """The detector must see patches at the resolution and size it was trained on."""
+    model_mpp = float(meta["target_mpp"])
+    model_patch = int(meta["patch_size"])
+    if abs(model_mpp - store.target_mpp) > MPP_TOLERANCE * model_mpp:
+        raise ArtifactError(
+            model_name,
+            f"model was trained at {model_mpp:g} um/px but the patch store {store.path} has {store.target_mpp:g} um/px; "
+            f"tile the slide again with target_mpp {model_mpp:g} or use a matching model",
+        )
+    if model_patch != store.patch_size:
+        raise ArtifactError(
+            model_name,
+            f"model expects {model_patch} px patches but the patch store {store.path} has {store.patch_size} px; "
+            f"tile the slide again with patch_size {model_patch} or use a matching model",
+        )
+
+
+def _run_batches(store: Any, detector: Predictor, batches: list[tuple[int, int]], partial: PartialResults,
+                 plan: DevicePlan, cfg: InferenceConfig, num_classes: int, progress: bool) -> float:
+    """Predict every batch and save its level-0 boxes; returns seconds spent waiting for data."""
+    on_gpu = plan.device.type == "cuda"
+    total = sum(stop - start for start, stop in batches)
+    with PrefetchReader(store.patches, batches, cfg.prefetch_batches, pin_memory=on_gpu) as reader, \
+            tqdm(total=total, unit="patch", desc="detecting", disable=not progress) as bar, torch.inference_mode():
+        for batch in reader:
+            images = batch.images.to(plan.device, non_blocking=True)
+            with plan.autocast():
+                outputs = detector.predict(images, score_threshold=cfg.score_threshold)
+            raw = _batch_to_level0(outputs, batch.start, store, num_classes)
+            partial.save(batch.start, batch.stop, raw)
+            bar.update(batch.stop - batch.start)
+        return reader.wait_seconds
+
+
+def _batch_to_level0(outputs: list[dict[str, torch.Tensor]], start: int, store: Any, num_classes: int) -> RawDetections:
+    parts = []
+    for offset, out in enumerate(outputs):
+        boxes = out["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # drop degenerate boxes
+        boxes = boxes[keep]
+        index = start + offset
+        class_scores = out["class_scores"].detach().float().cpu().numpy().reshape(-1, num_classes)[keep]
+        parts.append(RawDetections(
+            boxes=to_level0(boxes, store.coords[index], store.scale),
+            scores=out["scores"].detach().float().cpu().numpy().reshape(-1)[keep].astype(np.float32),
+            labels=out["labels"].detach().cpu().numpy().reshape(-1)[keep].astype(np.int64),
+            class_scores=class_scores.astype(np.float32),
+            patch_index=np.full(len(boxes), index, np.int64),
+            truncated=touches_patch_border(boxes, store.patch_size, BORDER_TOLERANCE_PX),
+        ))
+    return RawDetections.concat(parts, num_classes)
+
+
+def _merge(raw: RawDetections, store: Any, cfg: InferenceConfig) -> RawDetections:
+    keep = merge_overlaps(
+        raw.boxes, raw.scores, raw.labels, raw.truncated, raw.patch_index,
+        iou_threshold=cfg.nms_iou, ios_threshold=cfg.cut_cell_ios,
+        block_size=store.patch_size * store.scale,
+    )
+    return raw.take(keep)
+
+
+def _to_table(raw: RawDetections, taxonomy: list[str]) -> Detections:
+    return Detections(
+        boxes=raw.boxes.astype(np.float32),
+        scores=raw.scores.astype(np.float32),
+        labels=raw.labels.astype(np.int16),
+        patch_index=raw.patch_index.astype(np.int32),
+        class_scores=raw.class_scores.astype(np.float32),
+        class_names=[taxonomy[int(i)] for i in raw.labels],
+    )
+
+
+def _metadata(store: Any, meta: dict[str, Any], model_path: Path | None, plan: DevicePlan, cfg: InferenceConfig,
+              taxonomy: list[str], identity: dict[str, Any], seconds: float) -> dict[str, Any]:
+    model_meta = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    return {
+        "complete": True,
+        "taxonomy": taxonomy,
+        "slide": dict(store.slide_info),
+        "store": {
+            "path": str(store.path), "fingerprint": store.fingerprint, "target_mpp": store.target_mpp,
+            "patch_size": store.patch_size, "overlap": store.overlap, "n_patches": store.n_patches,
+            "cell_area_mm2": store.cell_area_mm2,
+        },
+        "model": {**model_meta, "path": str(model_path) if model_path else model_meta.get("path", ""),
+                  "sha256": identity["model_sha256"]},
+        "inference": {
+            "device": plan.device.type, "precision": plan.precision, "batch_size": plan.batch_size,
+            "seconds": round(seconds, 3), "score_threshold": cfg.score_threshold, "nms_iou": cfg.nms_iou,
+            "cut_cell_ios": cfg.cut_cell_ios, "software": f"wsi_pipeline {__version__}",
+        },
+        "identity": identity,
+    }
+
+
+def _finished_before(path: Path, identity: dict[str, Any], cfg: InferenceConfig) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        meta = read_detections(path).meta
+    except WsiError:
+        return False
+    inference = meta.get("inference", {})
+    return (meta.get("identity") == identity and inference.get("nms_iou") == cfg.nms_iou
+            and inference.get("cut_cell_ios") == cfg.cut_cell_ios)
+
+
+def _is_loaded(model: Any) -> bool:
+    return hasattr(model, "detector") and hasattr(model, "meta")
+
+
+def _load_model(path: Path, device: torch.device) -> ModelLike:
+    from ..models.checkpoint import load_checkpoint
+
+    if not path.is_file():
+        raise ArtifactError(path, "model checkpoint not found (train one with `wsi train`)")
+    try:
+        return load_checkpoint(path, device)
+    except WsiError:
+        raise
+    except Exception as exc:  # a foreign or damaged file: say so in one line
+        raise ArtifactError(path, f"not a usable wsi_pipeline checkpoint ({exc.__class__.__name__})") from None
+
+
+def _model_sha256(meta: Mapping[str, Any], path: Path | None) -> str:
+    if meta.get("sha256"):
+        return str(meta["sha256"])
+    if path is None:
+        return ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first(meta: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if meta.get(key):
+            return meta[key]
+    raise ArtifactError(None, f"model metadata has no class names (looked for {', '.join(keys)})")
