@@ -1,0 +1,124 @@
+"""Per-cell exports for slide viewers and spreadsheets: QuPath GeoJSON, ASAP XML, CSV.
+
+All three list the same cells: every detection whose score reaches its class threshold, in
+level-0 pixel coordinates of the slide (the coordinates QuPath and ASAP use for a slide).
+
+* ``cells.geojson``: a FeatureCollection QuPath imports as *detections* (File > Import objects,
+  or drag and drop): ``properties.objectType = "detection"``, ``classification {name, color}``,
+  ``measurements {score}``.
+* ``cells.xml``: ASAP annotations (one Rectangle per cell, ``PartOfGroup`` = class; one
+  AnnotationGroup per class with its colour).
+* ``cells.csv``: one row per cell with box, centre, score and class.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import geojson
+import numpy as np
+
+from ..taxonomy import Taxonomy
+
+CSV_COLUMNS = ["cell_id", "class_name", "class_label", "abnormal", "score", "x0", "y0", "x1", "y1",
+               "center_x", "center_y", "width_px", "height_px", "patch_index"]
+
+
+@dataclass
+class CellTable:
+    """The counted cells, in table order (ids are 1-based positions here, shared by all exports)."""
+
+    boxes: np.ndarray  # (N, 4) level-0 xyxy
+    scores: np.ndarray  # (N,)
+    labels: np.ndarray  # (N,) taxonomy index
+    patch_index: np.ndarray  # (N,)
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+def to_geojson(cells: CellTable, taxonomy: Taxonomy) -> str:
+    """A QuPath-importable FeatureCollection of detections (one rectangle Polygon per cell).
+
+    Example:
+        >>> from wsi_pipeline.taxonomy import load_taxonomy
+        >>> t = CellTable(np.array([[0, 0, 10, 20]], np.float32), np.array([0.9]), np.array([6]), np.array([0]))
+        >>> fc = geojson.loads(to_geojson(t, load_taxonomy()))
+        >>> fc["features"][0]["properties"]["classification"]
+        {'name': 'HSIL', 'color': [244, 67, 54]}
+    """
+    features = []
+    for i in range(len(cells)):
+        x0, y0, x1, y1 = (round(float(v), 2) for v in cells.boxes[i])
+        cc = taxonomy[int(cells.labels[i])]
+        ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+        features.append(
+            geojson.Feature(
+                id=f"cell-{i + 1}",
+                geometry=geojson.Polygon([ring]),
+                properties={
+                    "objectType": "detection",
+                    "classification": {"name": cc.name, "color": list(cc.rgb)},
+                    "isLocked": True,
+                    "measurements": {"score": round(float(cells.scores[i]), 4)},
+                },
+            )
+        )
+    return geojson.dumps(geojson.FeatureCollection(features))
+
+
+def to_asap_xml(cells: CellTable, taxonomy: Taxonomy) -> str:
+    """ASAP annotation XML: one Rectangle per cell, grouped by class, groups coloured by class.
+
+    Example:
+        >>> from wsi_pipeline.taxonomy import load_taxonomy
+        >>> t = CellTable(np.array([[0, 0, 10, 20]], np.float32), np.array([0.9]), np.array([6]), np.array([0]))
+        >>> root = ET.fromstring(to_asap_xml(t, load_taxonomy()))
+        >>> root.find("Annotations/Annotation").get("PartOfGroup")
+        'HSIL'
+    """
+    root = ET.Element("ASAP_Annotations")
+    annotations = ET.SubElement(root, "Annotations")
+    for i in range(len(cells)):
+        x0, y0, x1, y1 = (float(v) for v in cells.boxes[i])
+        cc = taxonomy[int(cells.labels[i])]
+        ann = ET.SubElement(
+            annotations, "Annotation",
+            Name=f"cell-{i + 1} {cc.name} {float(cells.scores[i]):.3f}", Type="Rectangle",
+            PartOfGroup=cc.name, Color=cc.color,
+        )
+        coords = ET.SubElement(ann, "Coordinates")
+        for order, (x, y) in enumerate(((x0, y0), (x1, y0), (x1, y1), (x0, y1))):
+            ET.SubElement(coords, "Coordinate", Order=str(order), X=f"{x:.2f}", Y=f"{y:.2f}")
+    groups = ET.SubElement(root, "AnnotationGroups")
+    for cc in taxonomy.classes:
+        group = ET.SubElement(groups, "Group", Name=cc.name, PartOfGroup="None", Color=cc.color)
+        ET.SubElement(group, "Attributes")
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def to_csv(cells: CellTable, taxonomy: Taxonomy) -> str:
+    """One row per counted cell (columns :data:`CSV_COLUMNS`), coordinates in level-0 px.
+
+    Example:
+        >>> from wsi_pipeline.taxonomy import load_taxonomy
+        >>> t = CellTable(np.array([[0, 0, 10, 20]], np.float32), np.array([0.9]), np.array([6]), np.array([3]))
+        >>> to_csv(t, load_taxonomy()).splitlines()[1].split(",")[:5]
+        ['1', 'HSIL', 'High-grade squamous intraepithelial lesion', 'true', '0.9000']
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for i in range(len(cells)):
+        x0, y0, x1, y1 = (float(v) for v in cells.boxes[i])
+        cc = taxonomy[int(cells.labels[i])]
+        writer.writerow([
+            i + 1, cc.name, cc.label, "true" if cc.abnormal else "false", f"{float(cells.scores[i]):.4f}",
+            f"{x0:.1f}", f"{y0:.1f}", f"{x1:.1f}", f"{y1:.1f}", f"{(x0 + x1) / 2:.1f}", f"{(y0 + y1) / 2:.1f}",
+            f"{x1 - x0:.1f}", f"{y1 - y0:.1f}", int(cells.patch_index[i]),
+        ])
+    return out.getvalue()

@@ -1,0 +1,262 @@
+"""``write_report``: a slide's detections -> report.json, report.html, cells.geojson/.xml/.csv.
+
+Each file is written to a temporary name and renamed; ``report.json`` is written last and is the
+completion marker (a stale one is removed before anything else is written). The schema of
+``report.json`` is documented in docs/report.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..aggregate import ADEQUACY_NOTE, SUSPICION_FORMULA, SlideSummary, summarize
+from ..cli.common import RESEARCH_NOTICE
+from ..config import ReportConfig
+from ..errors import ArtifactError, SlideError, WsiError
+from ..io.slide import Slide
+from ..store.detections import Detections, read_detections
+from ..taxonomy import Taxonomy
+from .cells import CellTable, to_asap_xml, to_csv, to_geojson
+from .html import render_html
+from .images import read_cell_crops, render_overview
+
+log = logging.getLogger(__name__)
+
+REPORT_SCHEMA = "wsi_pipeline.report"
+REPORT_SCHEMA_VERSION = 1
+
+# Scanner property keys that can carry patient or case data, or free text that may embed it.
+PRIVATE_PROPERTY = re.compile(
+    r"label|barcode|patient|name|date|time|user|operator|comment|description|accession|case|specimen|"
+    r"subject|birth|dob|sex|gender|macro|filename|file|path|\bid\b|id$|uid|serial",
+    re.IGNORECASE,
+)
+MAX_PROPERTY_VALUE = 64  # longer values are free text; dropped
+
+
+@dataclass
+class ReportPaths:
+    """Where the report's files are (``json`` is the completion marker)."""
+
+    json: Path
+    html: Path
+    geojson: Path
+    xml: Path
+    csv: Path
+
+
+@dataclass
+class SlideAccess:
+    """The slide as found at report time: open, or why not (then the report has no pixels)."""
+
+    slide: Slide | None
+    note: str
+
+
+def filter_scanner_properties(properties: dict[str, str]) -> dict[str, str]:
+    """Scanner properties safe to put in a report: no label/barcode/patient/name/date/user fields, no free text.
+
+    Example:
+        >>> filter_scanner_properties({"aperio.MPP": "0.499", "aperio.User": "x", "aperio.Date": "12/29/09",
+        ...                            "openslide.comment": "Aperio|Filename = CMU-1"})
+        {'aperio.MPP': '0.499'}
+    """
+    return {
+        k: str(v) for k, v in sorted(properties.items())
+        if not PRIVATE_PROPERTY.search(k) and len(str(v)) <= MAX_PROPERTY_VALUE and "|" not in str(v) and "\n" not in str(v)
+    }
+
+
+def open_report_slide(meta: dict[str, Any], slide_path: str | Path | None) -> SlideAccess:
+    """Open the slide for thumbnail and crops; a missing or changed slide gives a note, not an error.
+
+    An explicit ``slide_path`` that does not exist is the user's mistake and raises :class:`SlideError`.
+    """
+    from ..io import open_slide  # the reader pulls in the slide backends; only needed here
+
+    recorded = (meta.get("slide") or {}).get("path")
+    path = Path(slide_path) if slide_path else Path(recorded) if recorded else None
+    if path is None:
+        return SlideAccess(None, "the detections do not record a slide file; thumbnail and cell crops are omitted")
+    if not path.exists():
+        if slide_path:
+            raise SlideError(path, "slide file not found (--slide)")
+        return SlideAccess(None, f"slide file {path} was not found at report time; thumbnail and cell crops are omitted")
+    try:
+        slide = open_slide(path, mpp=_recorded_mpp(meta))
+    except WsiError as exc:
+        return SlideAccess(None, f"slide could not be opened ({exc.reason}); thumbnail and cell crops are omitted")
+    expected = (meta.get("slide") or {}).get("fingerprint")
+    if expected and slide.fingerprint() != expected:
+        slide.close()
+        return SlideAccess(None, f"slide file {path} is not the slide that was analysed (fingerprint differs); "
+                                 "thumbnail and cell crops are omitted")
+    return SlideAccess(slide, "")
+
+
+def write_report(
+    detections_path: str | Path,
+    out_dir: str | Path,
+    cfg: ReportConfig,
+    taxonomy: Taxonomy,
+    slide_path: str | Path | None = None,
+    timings: dict[str, float] | None = None,
+) -> ReportPaths:
+    """Write the slide report and exports for ``detections_path`` into ``out_dir``.
+
+    ``slide_path`` overrides the slide location recorded in the detections (slides move);
+    ``timings`` (seconds per stage, e.g. ``{"tiling_s": 12.0}``) are added to those recorded.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from wsi_pipeline.store.detections import write_detections
+        >>> from wsi_pipeline.taxonomy import load_taxonomy
+        >>> tax, d = load_taxonomy(), Path(tempfile.mkdtemp())
+        >>> write_detections(d / "detections.parquet", Detections.empty(len(tax)),
+        ...                  {"taxonomy": tax.names, "complete": True, "slide": {"width": 100, "height": 80, "mpp": [0.5, 0.5]}})
+        >>> paths = write_report(d / "detections.parquet", d, ReportConfig(), tax)
+        >>> json.loads(paths.json.read_text())["category"]["name"]
+        'NILM'
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    paths = ReportPaths(*(out_dir / n for n in ("report.json", "report.html", "cells.geojson", "cells.xml", "cells.csv")))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths.json.unlink(missing_ok=True)  # the marker goes first: a half-rewritten report is never "complete"
+
+    det = read_detections(detections_path)
+    if list(det.meta.get("taxonomy", [])) != taxonomy.names:
+        raise ArtifactError(detections_path, "detections were made with a different taxonomy than the one configured "
+                                             f"({det.meta.get('taxonomy')} vs {taxonomy.names})")
+    summary = summarize(det, taxonomy, cfg)
+    counted = summary.counted_mask(det)
+    cells = CellTable(det.boxes[counted], det.scores[counted], det.labels[counted], det.patch_index[counted])
+    log.info("%d detections, %d cells above their class threshold; category %s, suspicion %.3f, adequacy %s",
+             len(det), len(cells), summary.category.name, summary.suspicion_score, summary.adequacy.status)
+
+    _write_atomic(paths.geojson, to_geojson(cells, taxonomy))
+    _write_atomic(paths.xml, to_asap_xml(cells, taxonomy))
+    _write_atomic(paths.csv, to_csv(cells, taxonomy))
+
+    access = open_report_slide(det.meta, slide_path)
+    if access.note:
+        log.warning("%s", access.note)
+    try:
+        slide_size, slide_mpp = _slide_geometry(det.meta, access.slide, detections_path)
+        overview = render_overview(access.slide, slide_size, slide_mpp, cells.boxes, cells.labels, taxonomy,
+                                   cfg.thumbnail_max_px, cfg.heatmap_grid_um)
+        top = [c for name in sorted(summary.top_cells, key=lambda n: -taxonomy[n].severity) for c in summary.top_cells[name]]
+        crops = read_cell_crops(access.slide, top, cfg.crop_size_um, cfg.crop_format, cfg.jpeg_quality) if access.slide else []
+        properties = filter_scanner_properties(access.slide.properties) if access.slide else {}
+    finally:
+        if access.slide is not None:
+            access.slide.close()
+
+    all_timings = {**_recorded_timings(det.meta), **(timings or {})}
+    all_timings["report_s"] = round(time.perf_counter() - started, 2)
+    report = build_report(summary, det, cfg, properties, all_timings, access.note, paths)
+    _write_atomic(paths.html, render_html(report, summary, overview, crops, taxonomy))
+    all_timings["report_s"] = round(time.perf_counter() - started, 2)
+    _write_atomic(paths.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    log.info("report written: %s", paths.html)
+    return paths
+
+
+def build_report(
+    summary: SlideSummary, det: Detections, cfg: ReportConfig, properties: dict[str, str],
+    timings: dict[str, float], slide_note: str, paths: ReportPaths,
+) -> dict[str, Any]:
+    """The ``report.json`` document (schema: docs/report.md). ``timings`` is kept by reference."""
+    meta = det.meta
+    slide = meta.get("slide") or {}
+    store = meta.get("store") or {}
+    model = meta.get("model") or {}
+    cells = [
+        {"class": c.class_name, "rank": c.rank, "score": round(c.score, 4), "box": [round(v, 1) for v in c.box],
+         "center": [round(v, 1) for v in c.center], "row": c.row, "patch_index": c.patch_index}
+        for name in summary.top_cells for c in summary.top_cells[name]
+    ]
+    return {
+        "schema": REPORT_SCHEMA,
+        "version": REPORT_SCHEMA_VERSION,
+        "generated_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "notice": RESEARCH_NOTICE,
+        "software": {"name": "wsi_pipeline", "version": __version__, "python": platform.python_version()},
+        "slide": {
+            "name": slide.get("name", ""),
+            "path": slide.get("path", ""),
+            "width": slide.get("width"),
+            "height": slide.get("height"),
+            "mpp": slide.get("mpp"),
+            "fingerprint": slide.get("fingerprint", ""),
+            "vendor": slide.get("vendor", ""),
+            "scanner_properties": properties,
+            "pixels_available": not slide_note,
+            "note": slide_note,
+        },
+        "tiling": {k: v for k, v in store.items() if k != "path"},
+        "model": {**{k: v for k, v in model.items() if k != "path"}, "file": Path(model["path"]).name if model.get("path") else ""},
+        "inference": meta.get("inference") or {},
+        "thresholds": {
+            "score_threshold": cfg.score_threshold, "class_score_thresholds": dict(cfg.class_score_thresholds),
+            "min_cells": cfg.min_cells, "class_min_cells": dict(cfg.class_min_cells),
+        },
+        "n_detections": summary.n_detections,
+        "n_cells_counted": int(sum(c.n_counted for c in summary.classes)),
+        "cell_area_mm2": summary.cell_area_mm2,
+        "classes": [_rounded(c.__dict__) for c in summary.classes],
+        "category": summary.category.__dict__,
+        "suspicion_score": round(summary.suspicion_score, 4),
+        "suspicion": {"top_k": summary.suspicion_top_k, "formula": SUSPICION_FORMULA},
+        "adequacy": {**summary.adequacy.__dict__, "note": ADEQUACY_NOTE},
+        "top_cells": cells,
+        "timings": timings,
+        "files": {k: p.name for k, p in paths.__dict__.items()},
+    }
+
+
+def _rounded(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
+
+
+def _recorded_mpp(meta: dict[str, Any]) -> float | None:
+    mpp = (meta.get("slide") or {}).get("mpp")
+    return float(mpp[0]) if isinstance(mpp, list) and mpp and mpp[0] else None
+
+
+def _slide_geometry(meta: dict[str, Any], slide: Slide | None, source: str | Path) -> tuple[tuple[int, int], float]:
+    if slide is not None:
+        return slide.dimensions, float(slide.mpp[0])
+    info = meta.get("slide") or {}
+    mpp = _recorded_mpp(meta)
+    if not info.get("width") or not info.get("height") or not mpp:
+        raise ArtifactError(source, "detections metadata lacks the slide size or mpp (slide.width/height/mpp)")
+    return (int(info["width"]), int(info["height"])), mpp
+
+
+def _recorded_timings(meta: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for stage, section in (("tiling_s", "store"), ("detection_s", "inference")):
+        seconds = (meta.get(section) or {}).get("seconds")
+        if isinstance(seconds, (int, float)):
+            out[stage] = float(seconds)
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+__all__ = ["ReportPaths", "build_report", "filter_scanner_properties", "open_report_slide", "write_report"]
