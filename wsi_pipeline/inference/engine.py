@@ -116,7 +116,7 @@ def detect_store(
 
     partial = PartialResults.open(out_dir, identity)
     done = partial.done_mask(store.n_patches)
-    chunk = int(store.patches.chunks[0]) if store.n_patches else 1
+    chunk = max(1, int(store.patches_per_chunk)) if store.n_patches else 1
     batches = plan_batches(store.n_patches, chunk, plan.batch_size, done)
     todo = sum(stop - start for start, stop in batches)
     if done.any():

@@ -9,7 +9,8 @@ Patches overlap (``tiling.overlap``), so a cell near a patch border is detected 
   NMS would keep both. Boxes touching a patch border are therefore flagged *truncated*, ranked
   below every whole box, and a truncated box is dropped when at least ``ios_threshold`` of its
   area lies inside a better box of the same class from another patch (intersection over the
-  smaller box, IoS).
+  smaller box, IoS). Among truncated views of one cell, the largest (most complete) one ranks
+  first, whatever the scores.
 
 A truncated box with no better partner (the neighbour was masked out as glass, the cell touches
 the slide edge, or the cell is larger than the overlap) is kept as it is.
@@ -124,13 +125,15 @@ def _merge_local(
     ios_threshold: float,
 ) -> np.ndarray:
     """Positions (into the given boxes) that survive IoU NMS and the cut-cell rule."""
-    rank = scores + _WHOLE_BONUS * (~truncated).float()
+    area = box_area(boxes)
+    # whole boxes first, by score; then truncated boxes, the most complete (largest) view first
+    rank = torch.where(truncated, area / area.max().clamp(min=1e-6), _WHOLE_BONUS + scores)
     keep = batched_nms(boxes, rank, labels, iou_threshold)  # sorted by rank, best first
     kb = boxes[keep]
     top_left = torch.maximum(kb[:, None, :2], kb[None, :, :2])
     bottom_right = torch.minimum(kb[:, None, 2:], kb[None, :, 2:])
     inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)
-    ios = inter / box_area(kb).clamp(min=1e-6)[:, None]  # row i: share of box i inside box j
+    ios = inter / area[keep].clamp(min=1e-6)[:, None]  # row i: share of box i inside box j
     better = torch.ones_like(inter, dtype=torch.bool).tril(diagonal=-1)  # j ranked above i
     partner = (
         better

@@ -1,0 +1,110 @@
+"""detect_store end to end with a ground-truth stand-in detector: geometry, merging, resume, bad inputs."""
+
+import numpy as np
+import pytest
+from torchvision.ops import box_iou
+import torch
+
+from wsi_pipeline.config import InferenceConfig
+from wsi_pipeline.errors import ArtifactError
+from wsi_pipeline.inference import detect_store
+from wsi_pipeline.store.detections import read_detections
+
+from inference_helpers import GroundTruthDetector, make_store, noise_slide, random_cells, stand_in_model
+
+CPU = InferenceConfig(device="cpu", batch_size=8, num_threads=1)
+
+
+def _scene(tmp_path, slide_mpp, target_mpp, patch=128, overlap=32, size=(1300, 900), n_cells=60, seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    width, height = size
+    scale = target_mpp / slide_mpp
+    # cells up to the overlap (in level-0 px), so every cell is whole in at least one patch
+    gt, labels = random_cells(rng, width, height, n_cells, 8, overlap * scale)
+    store = make_store(tmp_path / "patches.zarr", noise_slide(rng, width, height), slide_mpp, target_mpp, patch,
+                       overlap, **kw)
+    return store, gt, labels
+
+
+def _assert_each_cell_once(det, gt, labels):
+    assert len(det) == len(gt), f"{len(det)} detections for {len(gt)} cells"
+    iou = box_iou(torch.from_numpy(gt).float(), torch.from_numpy(det.boxes).float()).numpy()
+    match = iou.argmax(axis=1)
+    assert len(set(match.tolist())) == len(gt), "two cells matched the same detection"
+    np.testing.assert_array_equal(det.labels[match], labels)
+    assert np.abs(det.boxes[match] - gt).max() <= 1.0
+
+
+@pytest.mark.parametrize("slide_mpp,target_mpp", [(0.5, 0.5), (0.25, 0.5), (0.3, 0.5)])
+def test_every_cell_once_with_its_whole_box(tmp_path, slide_mpp, target_mpp):
+    store, gt, labels = _scene(tmp_path, slide_mpp, target_mpp)
+    detector = GroundTruthDetector(store, gt, labels)
+    result = detect_store(store.path, stand_in_model(detector, target_mpp, 128), tmp_path / "out", CPU, progress=False)
+    det = read_detections(result.detections_path)
+    _assert_each_cell_once(det, gt, labels)
+    assert sorted(detector.seen) == list(range(store.n_patches))  # every patch seen exactly once
+    meta = det.meta
+    assert meta["complete"] and meta["store"]["fingerprint"] == store.fingerprint
+    assert meta["model"]["sha256"] == "ground-truth-stand-in" and meta["inference"]["device"] == "cpu"
+    assert meta["store"]["n_patches"] == store.n_patches and meta["taxonomy"][0] == "NILM"
+    assert det.class_scores.shape == (len(gt), len(meta["taxonomy"]))
+    assert not (tmp_path / "out" / "detections.partial").exists()
+
+
+def test_overlap_duplicates_exist_before_merging(tmp_path):
+    """Guard for the geometry test: the stand-in really produces duplicates and cut views to merge."""
+    store, gt, labels = _scene(tmp_path, 0.25, 0.5)
+    detector = GroundTruthDetector(store, gt, labels)
+    raw = sum(len(detector._one(i)["boxes"]) for i in range(store.n_patches))
+    assert raw > 1.5 * len(gt)
+
+
+def test_interrupted_run_resumes_with_only_the_missing_batches(tmp_path):
+    store, gt, labels = _scene(tmp_path, 0.25, 0.5, patches_per_chunk=2)
+    cfg = InferenceConfig(device="cpu", batch_size=4, num_threads=1)  # 2 chunks per batch
+    out = tmp_path / "out"
+    failing = GroundTruthDetector(store, gt, labels, fail_after_calls=2)
+    with pytest.raises(RuntimeError, match="interruption"):
+        detect_store(store.path, stand_in_model(failing, 0.5, 128), out, cfg, progress=False)
+    assert not (out / "detections.parquet").exists()
+    assert len(list((out / "detections.partial").glob("patches_*.npz"))) == 2
+    resumed = GroundTruthDetector(store, gt, labels)
+    result = detect_store(store.path, stand_in_model(resumed, 0.5, 128), out, cfg, progress=False)
+    assert sorted(resumed.seen) == list(range(8, store.n_patches))  # the first 2 batches (8 patches) were kept
+    assert result.patches_run == store.n_patches - 8
+    _assert_each_cell_once(read_detections(result.detections_path), gt, labels)
+
+
+def test_rerun_after_success_reuses_the_table_and_another_model_recomputes(tmp_path):
+    store, gt, labels = _scene(tmp_path, 0.5, 0.5, n_cells=10)
+    out = tmp_path / "out"
+    detect_store(store.path, stand_in_model(GroundTruthDetector(store, gt, labels), 0.5, 128), out, CPU, progress=False)
+    again = GroundTruthDetector(store, gt, labels)
+    result = detect_store(store.path, stand_in_model(again, 0.5, 128), out, CPU, progress=False)
+    assert again.calls == 0 and result.n_detections == len(gt)
+    other = stand_in_model(GroundTruthDetector(store, gt[:3], labels[:3]), 0.5, 128)
+    other.meta["sha256"] = "another-model"
+    assert detect_store(store.path, other, out, CPU, progress=False).n_detections == 3
+
+
+def test_incomplete_store_is_refused(tmp_path):
+    store, gt, labels = _scene(tmp_path, 0.5, 0.5, n_cells=5, complete=False, size=(400, 300))
+    with pytest.raises(ArtifactError, match="incomplete"):
+        detect_store(store.path, stand_in_model(GroundTruthDetector(store, gt, labels), 0.5, 128), tmp_path / "o", CPU)
+    assert not (tmp_path / "o" / "detections.parquet").exists()
+
+
+def test_missing_store_is_refused(tmp_path):
+    with pytest.raises(ArtifactError, match="not found"):
+        detect_store(tmp_path / "nothing.zarr", "model.pt", tmp_path / "o", CPU)
+
+
+@pytest.mark.parametrize("meta_change,message", [({"target_mpp": 0.25}, "trained at 0.25 um/px"),
+                                                  ({"patch_size": 256}, "expects 256 px patches")])
+def test_model_and_store_mismatch_is_one_clear_error(tmp_path, meta_change, message):
+    store, gt, labels = _scene(tmp_path, 0.5, 0.5, n_cells=5, size=(400, 300))
+    model = stand_in_model(GroundTruthDetector(store, gt, labels), 0.5, 128)
+    model.meta.update(meta_change)
+    with pytest.raises(ArtifactError, match=message) as info:
+        detect_store(store.path, model, tmp_path / "o", CPU)
+    assert "\n" not in str(info.value)
