@@ -234,3 +234,119 @@ def _check_report(r: ReportConfig, source: str) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(source, message)
+
+
+# ---------------------------------------------------------------- training (wsi train / wsi evaluate)
+# A training config is its own YAML file (configs/train_demo.yaml, configs/longtail.yaml); keys it
+# leaves out take the defaults below.
+
+
+@dataclass
+class ModelConfig:
+    detector: str = "retinanet"  # retinanet | fcos
+    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50
+    backbone_weights: str = ""  # optional local ImageNet ResNet state dict; never downloaded
+    fpn_channels: int = 256
+    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # px, FPN P3-P7
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    trainable_backbone_layers: int = 5
+    prior_prob: float = 0.01
+
+
+@dataclass
+class LossConfig:
+    name: str = "efl"  # focal | bce | eqlv2 | efl | gradlibra
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True
+    flips: bool = True  # horizontal + vertical
+    rotate90: bool = True
+    hsv_shift: float = 0.05  # stain/colour jitter: hue shift as a fraction of the hue circle
+    brightness_contrast: float = 0.15
+    blur_prob: float = 0.1
+    jpeg_prob: float = 0.2
+    jpeg_quality_min: int = 60
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 12
+    batch_size: int = 8
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 100
+    lr_schedule: str = "cosine"  # cosine | step | constant
+    lr_steps: list[float] = field(default_factory=lambda: [0.67, 0.89])  # step: fractions of training
+    grad_clip: float = 10.0  # max gradient norm; 0: off
+    workers: int = 0  # DataLoader worker processes
+    max_iters_per_epoch: int = 0  # 0: one pass over the (resampled) dataset
+
+
+@dataclass
+class TrainConfig:
+    train_data: str = ""  # COCO patch dataset folder (images/ + annotations.json)
+    val_data: str = ""  # optional, evaluated after every epoch
+    out: str = "runs/train"
+    taxonomy: str = ""  # empty: configs/taxonomy.yaml
+    target_mpp: float = 0.5
+    patch_size: int = 256
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16/fp16 autocast on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    num_threads: int = 0  # torch CPU threads; 0: all cores
+    repeat_factor_threshold: float = 0.0  # LVIS repeat-factor sampling threshold t; 0: off
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A training config: dataclass defaults, then the YAML file ``path``, then ``overrides``.
+
+    Example:
+        >>> cfg = load_train_config(overrides={"loss": {"name": "gradlibra"}, "schedule": {"epochs": 2}})
+        >>> cfg.loss.name, cfg.schedule.epochs, cfg.model.backbone
+        ('gradlibra', 2, 'resnet18')
+    """
+    data: dict[str, Any] = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<train config>"
+    if overrides:
+        data = _merge(data, overrides)
+    cfg = from_dict(TrainConfig, data, "", source)
+    _check_train(cfg, source)
+    return cfg
+
+
+def _check_train(cfg: TrainConfig, source: str) -> None:
+    from .models.losses import LOSSES  # noqa: PLC0415 (keeps torch out of config import time)
+
+    m, s = cfg.model, cfg.schedule
+    checks = [
+        (m.detector in ("retinanet", "fcos"), "model.detector must be retinanet or fcos"),
+        (m.backbone in ("resnet18", "resnet34", "resnet50"), "model.backbone must be resnet18, resnet34 or resnet50"),
+        (len(m.anchor_sizes) == 5, "model.anchor_sizes needs 5 sizes (FPN levels P3-P7)"),
+        (0 <= m.trainable_backbone_layers <= 5, "model.trainable_backbone_layers must be 0-5"),
+        (0 < m.prior_prob < 1, "model.prior_prob must be in (0, 1)"),
+        (cfg.loss.name in LOSSES, f"loss.name must be one of {', '.join(LOSSES)}"),
+        (0.05 <= cfg.target_mpp <= 20, "target_mpp must be between 0.05 and 20 um/px"),
+        (32 <= cfg.patch_size <= 4096, "patch_size must be between 32 and 4096 px"),
+        (cfg.precision in ("auto", "fp32", "fp16", "bf16"), "precision must be auto, fp32, fp16 or bf16"),
+        (cfg.repeat_factor_threshold >= 0, "repeat_factor_threshold must be >= 0"),
+        (s.epochs >= 1 and s.batch_size >= 1, "schedule.epochs and schedule.batch_size must be >= 1"),
+        (s.optimizer in ("sgd", "adamw"), "schedule.optimizer must be sgd or adamw"),
+        (s.lr > 0, "schedule.lr must be > 0"),
+        (s.lr_schedule in ("cosine", "step", "constant"), "schedule.lr_schedule must be cosine, step or constant"),
+        (0 <= cfg.augment.jpeg_quality_min <= 100, "augment.jpeg_quality_min must be 0-100"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(source, message)
