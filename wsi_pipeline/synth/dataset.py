@@ -1,0 +1,220 @@
+"""Cut a COCO detection dataset of patches from slides with box annotations (synthetic or real).
+
+Layout written to ``out_dir``::
+
+    images/<slide>_x<X>_y<Y>.jpg   patches at target_mpp (X, Y: level-0 origin)
+    annotations.json               COCO; categories = taxonomy order, id = index + 1; info has target_mpp,
+                                   patch_size, taxonomy, source slides; written last (complete marker)
+    class_counts.csv               instances and images per class
+
+Every patch holding a rare-class cell is kept (a rare cell cut by the grid also gets a patch centred on
+it); patches with only normal/inflammatory cells are sampled at ``background_ratio`` per rare patch.
+Boxes are clipped at patch borders; slivers (less than ``min_visible_fraction`` of the box inside, or
+under ``min_box_px``) are dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import shapely
+from tqdm import tqdm
+
+from ..errors import ArtifactError
+from ..io import open_slide
+from ..taxonomy import Taxonomy, load_taxonomy
+from .config import SynthConfig, load_synth_config
+from .truth import Annotation, categories, load_annotations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetSummary:
+    out_dir: Path
+    annotations_path: Path
+    counts_path: Path
+    n_images: int
+    n_rare_patches: int
+    n_background_patches: int
+    class_counts: dict[str, int]
+    class_images: dict[str, int] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """Per-class instance table, as printed by ``wsi synth dataset``."""
+        lines = [f"{'class':<8} {'instances':>9} {'images':>7}"]
+        lines += [f"{k:<8} {v:>9} {self.class_images.get(k, 0):>7}" for k, v in self.class_counts.items()]
+        lines.append(f"{'total':<8} {sum(self.class_counts.values()):>9} {self.n_images:>7}")
+        return "\n".join(lines)
+
+
+def patch_boxes(anns: list[Annotation], x: int, y: int, extent: int, scale: float, min_visible: float, min_px: float):
+    """Annotations seen in the level-0 square ``(x, y, extent)``, as patch-pixel boxes, clipped; slivers dropped.
+
+    Example:
+        >>> a = [Annotation((90, 10, 130, 50), "HSIL"), Annotation((0, 0, 20, 20), "NILM")]
+        >>> patch_boxes(a, 0, 0, 100, 2.0, 0.5, 3)   # HSIL is 25% inside: dropped
+        [((0.0, 0.0, 10.0, 10.0), 'NILM')]
+    """
+    out = []
+    for a in anns:
+        x0, y0, x1, y1 = a.box
+        cx0, cy0, cx1, cy1 = max(x0, x), max(y0, y), min(x1, x + extent), min(y1, y + extent)
+        if cx1 <= cx0 or cy1 <= cy0:
+            continue
+        area = max((x1 - x0) * (y1 - y0), 1e-9)
+        if (cx1 - cx0) * (cy1 - cy0) < min_visible * area:
+            continue
+        box = ((cx0 - x) / scale, (cy0 - y) / scale, (cx1 - x) / scale, (cy1 - y) / scale)
+        if box[2] - box[0] < min_px or box[3] - box[1] < min_px:
+            continue
+        out.append((tuple(float(round(v, 2)) for v in box), a.class_name))
+    return out
+
+
+def _grid(size: int, extent: int) -> list[int]:
+    if size <= extent:
+        return [0]
+    starts = list(range(0, size - extent + 1, extent))
+    if starts[-1] + extent < size:
+        starts.append(size - extent)
+    return starts
+
+
+def extract_dataset(
+    slides: list[tuple[str | Path, str | Path]],
+    out_dir: str | Path,
+    target_mpp: float | None = None,
+    patch_size: int | None = None,
+    background_ratio: float | None = None,
+    seed: int = 0,
+    config: SynthConfig | str | Path | None = None,
+    taxonomy: Taxonomy | None = None,
+    slide_mpp: float | None = None,
+    progress: bool = True,
+) -> DatasetSummary:
+    """Cut patches and COCO boxes from ``(slide, annotations)`` pairs; unset options come from the config.
+
+    Example:
+        >>> s = extract_dataset([("slide.svs", "slide.cells.geojson")], "dataset/")  # doctest: +SKIP
+        >>> print(s.table())  # doctest: +SKIP
+    """
+    taxonomy = taxonomy or load_taxonomy()
+    cfg = config if isinstance(config, SynthConfig) else load_synth_config(config, taxonomy)
+    d = cfg.dataset
+    target_mpp = target_mpp or d.target_mpp
+    patch_size = patch_size or d.patch_size
+    background_ratio = d.background_ratio if background_ratio is None else background_ratio
+    rare = set(d.rare_classes)
+    out = Path(out_dir)
+    images_dir = out / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    marker = out / "annotations.json"
+    marker.unlink(missing_ok=True)  # an interrupted rerun must not look complete
+    for old in images_dir.glob("*.jpg"):
+        old.unlink()
+    rng = np.random.default_rng(seed)
+    images, anns_out, sources = [], [], []
+    n_rare = n_bg = 0
+    for slide_path, ann_path in slides:
+        annotations = load_annotations(ann_path, taxonomy, cfg.label_aliases)
+        with open_slide(slide_path, mpp=slide_mpp) as slide:
+            width, height = slide.dimensions
+            inside = [a for a in annotations if a.box[0] < width and a.box[1] < height and a.box[2] > 0 and a.box[3] > 0]
+            if len(inside) < len(annotations):
+                log.warning("%s: %d annotations lie outside the slide and are ignored", Path(ann_path).name, len(annotations) - len(inside))
+            if not inside:
+                raise ArtifactError(ann_path, f"no annotations inside the slide {Path(slide_path).name} ({width}x{height})")
+            scale = target_mpp / slide.mpp[0]
+            extent = max(1, int(round(patch_size * scale)))
+            tree = shapely.STRtree([shapely.box(*a.box) for a in inside])
+
+            def near(x: int, y: int) -> list[Annotation]:
+                return [inside[i] for i in np.sort(tree.query(shapely.box(x, y, x + extent, y + extent)))]
+
+            rare_origins, bg_pool = _choose_patches(inside, near, width, height, extent, scale, rare, d)
+            n_take = int(round(background_ratio * max(len(rare_origins), 1)))
+            picks = rng.permutation(len(bg_pool))[: min(n_take, len(bg_pool))]
+            origins = [(o, True) for o in rare_origins] + [(bg_pool[i], False) for i in sorted(picks)]
+            level = slide.best_level_for_mpp(target_mpp)
+            ds = slide.level_downsamples[level]
+            read = max(1, int(math.ceil(extent / ds)))
+            for (x, y), is_rare in tqdm(origins, desc=f"patches {slide.name}", unit="patch", disable=not progress):
+                region = slide.read_region(level, x, y, read, read)
+                patch = cv2.resize(region, (patch_size, patch_size), interpolation=cv2.INTER_AREA)
+                name = f"{slide.name}_x{x}_y{y}.jpg"
+                if not cv2.imwrite(str(images_dir / name), cv2.cvtColor(patch, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, d.jpeg_quality]):
+                    raise ArtifactError(images_dir / name, "could not write patch image")
+                image_id = len(images) + 1
+                images.append({"id": image_id, "file_name": name, "width": patch_size, "height": patch_size,
+                               "slide": slide.name, "x": x, "y": y, "level0_size": extent, "rare": is_rare})
+                for box, cls in patch_boxes(near(x, y), x, y, extent, scale, d.min_visible_fraction, d.min_box_px):
+                    anns_out.append({"id": len(anns_out) + 1, "image_id": image_id,
+                                     "category_id": taxonomy.index(cls) + 1,
+                                     "bbox": [box[0], box[1], round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
+                                     "area": round((box[2] - box[0]) * (box[3] - box[1]), 2), "iscrowd": 0})
+            n_rare += len(rare_origins)
+            n_bg += len(picks)
+            sources.append({"slide": str(slide_path), "annotations": str(ann_path), "mpp": slide.mpp[0],
+                            "width": width, "height": height, "patches": len(origins)})
+    counts = dict.fromkeys(taxonomy.names, 0)
+    seen: dict[str, set[int]] = {n: set() for n in taxonomy.names}
+    for a in anns_out:
+        name = taxonomy.names[a["category_id"] - 1]
+        counts[name] += 1
+        seen[name].add(a["image_id"])
+    counts_path = out / "class_counts.csv"
+    with open(counts_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["class", "instances", "images"])
+        w.writerows([n, counts[n], len(seen[n])] for n in taxonomy.names)
+    coco = {
+        "info": {"description": "wsi_pipeline patch dataset", "target_mpp": target_mpp, "patch_size": patch_size,
+                 "taxonomy": taxonomy.names, "images_dir": "images", "source_slides": sources,
+                 "background_ratio": background_ratio, "seed": seed, "complete": True},
+        "images": images, "annotations": anns_out, "categories": categories(taxonomy),
+    }
+    tmp = marker.with_name(marker.name + ".partial")
+    tmp.write_text(json.dumps(coco) + "\n")
+    os.replace(tmp, marker)
+    summary = DatasetSummary(out, marker, counts_path, len(images), n_rare, n_bg, counts,
+                             {n: len(s) for n, s in seen.items()})
+    log.info("Dataset %s: %d patches (%d with rare cells, %d normal-only), %d boxes", out, len(images), n_rare, n_bg, len(anns_out))
+    return summary
+
+
+def _choose_patches(anns, near, width, height, extent, scale, rare, d):
+    """Grid patches holding a kept rare box, extra patches centred on rare cells no grid patch holds
+    whole, and the pool of grid patches with only normal cells."""
+    rare_origins, bg_pool = [], []
+    held: set[int] = set()
+    for y in _grid(height, extent):
+        for x in _grid(width, extent):
+            cands = near(x, y)
+            seen = patch_boxes(cands, x, y, extent, scale, d.min_visible_fraction, d.min_box_px)
+            if any(c in rare for _, c in seen):
+                rare_origins.append((x, y))
+            elif seen:
+                bg_pool.append((x, y))
+            for a in cands:
+                b = a.box
+                if a.class_name in rare and b[0] >= x and b[1] >= y and b[2] <= x + extent and b[3] <= y + extent:
+                    held.add(id(a))
+    for a in anns:
+        if a.class_name in rare and id(a) not in held:
+            x0, y0, x1, y1 = a.box
+            cx = int(round((x0 + x1) / 2 - extent / 2))
+            cy = int(round((y0 + y1) / 2 - extent / 2))
+            o = (min(max(0, cx), max(0, width - extent)), min(max(0, cy), max(0, height - extent)))
+            if o not in rare_origins:
+                rare_origins.append(o)
+    return rare_origins, bg_pool
