@@ -19,7 +19,7 @@ from pathlib import Path
 import openslide
 
 from ..errors import SlideError
-from .backends import OpenSlideSlide, PlainImageSlide
+from .backends import OpenSlideSlide, PlainImageSlide, load_plain_image
 from .slide import Slide, check_path, plausible_mpp
 from .tiff_tiles import FastPathUnsupported, TiffTileSlide
 
@@ -50,11 +50,11 @@ def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
         try:
             handle = openslide.OpenSlide(str(p))
         except openslide.OpenSlideError as exc:
-            open_error = str(exc)
-    why_not_fast = ""
+            open_error = str(exc).rstrip(".")
+    not_fast = ""
     if vendor in FAST_PATH_VENDORS and _is_tiff(p):
         try:
-            return TiffTileSlide(
+            slide = TiffTileSlide(
                 p,
                 mpp,
                 levels=list(handle.level_dimensions) if handle else None,
@@ -64,27 +64,25 @@ def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
                 vendor=vendor,
             )
         except FastPathUnsupported as exc:
-            why_not_fast = str(exc)
-        finally:
-            if handle is not None and why_not_fast == "":
+            if exc.fatal or (handle is None and "compression" in str(exc)):
+                if handle is not None:
+                    handle.close()
+                raise SlideError(p, str(exc)) from None
+            not_fast = str(exc)
+        except SlideError:
+            if handle is not None:
                 handle.close()
+            raise
+        else:
+            if handle is not None:
+                handle.close()
+            return slide
     if handle is not None:
         return OpenSlideSlide(p, handle, mpp)
-    if open_error and "compression" in open_error.lower():
-        raise SlideError(p, open_error.rstrip("."))
-    if why_not_fast.startswith(("unsupported", "8-bit", "16-bit", "32-bit")) or "samples" in why_not_fast:
-        raise SlideError(p, why_not_fast)
-    if mpp is None:
-        if why_not_fast:
-            raise SlideError(p, "is a plain (non-pyramidal) image with no resolution; pass --mpp to tile it as one level")
-        if not _is_tiff(p) and vendor is None:
-            # a JPEG/PNG needs --mpp; anything else is not an image at all
-            from .backends import load_plain_image
-
-            load_plain_image(p)
-            raise SlideError(p, "is a plain image with no resolution; pass --mpp to tile it as one level")
-    return PlainImageSlide(p, mpp) if mpp is not None else _raise_unknown(p, open_error or why_not_fast)
-
-
-def _raise_unknown(path: Path, reason: str) -> Slide:
-    raise SlideError(path, f"not a readable slide ({reason})" if reason else "not a readable slide")
+    if open_error:
+        raise SlideError(p, open_error)
+    if mpp is not None:
+        return PlainImageSlide(p, mpp)
+    load_plain_image(p)  # raises "not a slide or image ..." for anything that is not an image at all
+    kind = "a plain (non-pyramidal) image" if not_fast else "a plain image"
+    raise SlideError(p, f"is {kind} with no resolution; pass --mpp to tile it as one level")

@@ -22,7 +22,15 @@ DECODABLE = {1, 5, 7, 8, 32946, 33003, 33005, 34712, 50000, 50001, 34887, 34892}
 
 
 class FastPathUnsupported(Exception):
-    """This TIFF needs another backend; the message says why (used in the error if none can open it)."""
+    """This TIFF needs another backend; the message says why (used in the error if none can open it).
+
+    ``fatal``: the pixels themselves are unsupported (16-bit, non-RGB), so no backend may take over
+    (OpenSlide would silently convert them).
+    """
+
+    def __init__(self, reason: str, fatal: bool = False) -> None:
+        super().__init__(reason)
+        self.fatal = fatal
 
 
 def tiff_resolution_mpp(page: tifffile.TiffPage) -> float | None:
@@ -132,9 +140,11 @@ class TiffTileSlide(Slide):
         if int(page.compression) not in DECODABLE:
             raise FastPathUnsupported(f"unsupported TIFF compression {int(page.compression)}")
         if page.bitspersample != 8:
-            raise FastPathUnsupported(f"{page.bitspersample}-bit samples; only 8-bit RGB slides are supported")
-        if page.samplesperpixel not in (3, 4) or page.planarconfig != 1 or page.imagedepth != 1:
-            raise FastPathUnsupported(f"{page.samplesperpixel} samples per pixel; only RGB slides are supported")
+            raise FastPathUnsupported(f"{page.bitspersample}-bit samples; only 8-bit RGB slides are supported", fatal=True)
+        if page.samplesperpixel not in (3, 4):
+            raise FastPathUnsupported(f"{page.samplesperpixel} samples per pixel; only RGB slides are supported", fatal=True)
+        if page.planarconfig != 1 or page.imagedepth != 1:
+            raise FastPathUnsupported("planar or 3-D tiles")
 
     def _read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         page = self._pages[level]
