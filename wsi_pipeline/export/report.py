@@ -184,7 +184,8 @@ def build_report(
     cells = [
         {"class": c.class_name, "rank": c.rank, "score": round(c.score, 4), "box": [round(v, 1) for v in c.box],
          "center": [round(v, 1) for v in c.center], "row": c.row, "patch_index": c.patch_index}
-        for name in summary.top_cells for c in summary.top_cells[name]
+        for name in sorted(summary.top_cells, key=lambda n: -summary.by_name(n).severity)
+        for c in summary.top_cells[name]
     ]
     return {
         "schema": REPORT_SCHEMA,
