@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import RESEARCH_NOTICE, HelpFormatter
+from .common import RESEARCH_NOTICE, HelpFormatter, add_verbosity
 
 EPILOG = """examples:
   wsi synth slide --out demo/ --size 8000 --seed 0
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--crops", type=Path, default=None, help="folder of real crops <k>/*.jpg: composited mode")
     s.add_argument("--name", default=None, help="file name stem (default synth_s<seed>_<size>)")
     s.add_argument("--config", type=Path, default=None, help="YAML overriding configs/synth.yaml")
+    add_verbosity(s)
     s.set_defaults(func=run_slide)
 
     d = inner.add_parser("dataset", help="cut a COCO patch dataset from slides + annotations (or new synthetic slides)",
@@ -54,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="normal-only patches kept per patch with a rare cell (default 1.0)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--config", type=Path, default=None, help="YAML overriding configs/synth.yaml")
+    add_verbosity(d)
     d.set_defaults(func=run_dataset)
     p.set_defaults(func=lambda args: p.print_help())
     return p

@@ -46,7 +46,7 @@ class SlideRenderer:
         else:
             shape = make_shape(cell.class_name, self.layout.seed, cell.index, u, self.layout.blurred_fraction)
             ox, oy, od = render_od(shape, self.layout.seed, cell.index)
-        return int(round(cell.cx)) + ox, int(round(cell.cy)) + oy, od
+        return int(round(cell.cx)) + ox, int(round(cell.cy)) + oy, od.astype(np.float16)  # half the cache memory
 
     def read_tile(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         cells = self.layout.cells_in(x, y, x + w, y + h)
