@@ -108,3 +108,13 @@ def test_model_and_store_mismatch_is_one_clear_error(tmp_path, meta_change, mess
     with pytest.raises(ArtifactError, match=message) as info:
         detect_store(store.path, model, tmp_path / "o", CPU)
     assert "\n" not in str(info.value)
+
+
+def test_slide_without_cells_gives_a_complete_empty_table(tmp_path):
+    """(A store with 0 patches cannot exist: tiling refuses empty glass and PatchStore.create refuses n=0.)"""
+    store, _, _ = _scene(tmp_path, 0.5, 0.5, n_cells=5, size=(400, 300))
+    detector = GroundTruthDetector(store, np.zeros((0, 4)), np.zeros(0, np.int64))
+    result = detect_store(store.path, stand_in_model(detector, 0.5, 128), tmp_path / "o", CPU, progress=False)
+    det = read_detections(result.detections_path)
+    assert len(det) == 0 and det.meta["complete"] and det.class_scores.shape == (0, len(det.meta["taxonomy"]))
+    assert detector.calls > 0
