@@ -1,0 +1,297 @@
+"""The training loop behind ``wsi train``: resumable, logged, mixed precision on CUDA.
+
+Writes into the output folder::
+
+    last.pt          checkpoint + training state after every epoch (``--resume`` continues from it)
+    model.pt         the final model (no optimizer state), written last: its presence means done
+    metrics.jsonl    one JSON line per logged step / epoch / evaluation
+    config.yaml      the resolved training config
+
+Example:
+    >>> from wsi_pipeline.config import load_train_config
+    >>> cfg = load_train_config("configs/train_demo.yaml", {"train_data": "demo/dataset"})  # doctest: +SKIP
+    >>> result = train(cfg)                                                               # doctest: +SKIP
+    >>> result.model_path.name                                                            # doctest: +SKIP
+    'model.pt'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm import tqdm
+
+from ..config import TrainConfig
+from ..errors import ArtifactError, ConfigError
+from ..taxonomy import load_taxonomy
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import CocoPatchDataset, RepeatFactorSampler, check_classes, collate, repeat_factors
+from .detector import Detector, DetectorSpec, build_detector, count_parameters
+from .evaluation import Evaluation, evaluate_detector
+from .losses import build_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    epochs: int
+    seconds: float
+    final_loss: float
+    evaluation: Evaluation | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(None, f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision only on CUDA (bf16 when supported, else fp16); CPU trains in fp32."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def detector_spec(cfg: TrainConfig, num_classes: int) -> DetectorSpec:
+    m = cfg.model
+    return DetectorSpec(
+        num_classes=num_classes, detector=m.detector, backbone=m.backbone, image_size=cfg.patch_size,
+        fpn_channels=m.fpn_channels, anchor_sizes=list(m.anchor_sizes), aspect_ratios=list(m.aspect_ratios),
+        prior_prob=m.prior_prob, trainable_backbone_layers=m.trainable_backbone_layers,
+        frozen_batchnorm=bool(m.backbone_weights),
+    )
+
+
+def lr_factor(it: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine / step / constant, as a multiple of ``schedule.lr``."""
+    s = cfg.schedule
+    warm = min(1.0, (it + 1) / s.warmup_iters) if s.warmup_iters > 0 else 1.0
+    progress = it / max(1, total)
+    if s.lr_schedule == "cosine":
+        main = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        main = 0.01 + 0.99 * main
+    elif s.lr_schedule == "step":
+        main = 0.1 ** sum(progress >= f for f in s.lr_steps)
+    else:
+        main = 1.0
+    return warm * main
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    s = cfg.schedule
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=s.lr)
+    return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum)
+
+
+class MetricsLog:
+    """Append-only JSON lines; a lab technician can read the console log, tools read this."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, **record: Any) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record, default=float) + "\n")
+
+
+def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train a detector as ``cfg`` says; returns where the final model is."""
+    out = Path(out_dir or cfg.out)
+    if not cfg.train_data:
+        raise ConfigError(None, "no training data: set train_data in the config or pass --data")
+    device = resolve_device(cfg.device)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    taxonomy = load_taxonomy(cfg.taxonomy or None)
+    dataset = CocoPatchDataset(cfg.train_data, augment=cfg.augment)
+    check_classes(dataset.info.class_names, taxonomy.names, Path(cfg.train_data) / "annotations.json")
+    _check_dataset_geometry(dataset, cfg)
+    val_set = None
+    if cfg.val_data:
+        val_set = CocoPatchDataset(cfg.val_data)
+        check_classes(val_set.info.class_names, taxonomy.names, Path(cfg.val_data) / "annotations.json")
+    if len(dataset) == 0:
+        raise ArtifactError(cfg.train_data, "dataset has no images")
+
+    seed_everything(cfg.seed)
+    num_classes = len(taxonomy)
+    criterion = build_loss(cfg.loss.name, num_classes, cfg.loss.params)
+    detector = build_detector(detector_spec(cfg, num_classes), criterion, cfg.model.backbone_weights or None)
+    detector.to(device)
+    optimizer = build_optimizer(detector, cfg)
+    amp_dtype = autocast_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    metrics = MetricsLog(out / "metrics.jsonl")
+    start_epoch, it = 0, 0
+    last = out / "last.pt"
+    if resume:
+        start_epoch, it = _restore(last, detector, optimizer, scaler, device)
+        log.info("Resuming from %s after epoch %d", last, start_epoch)
+    elif (out / "model.pt").exists() or last.exists():
+        raise ArtifactError(out, "already holds a training run; pass --resume to continue it or choose another --out")
+
+    if cfg.repeat_factor_threshold > 0:
+        factors = repeat_factors([dataset.image_labels(i) for i in range(len(dataset))], cfg.repeat_factor_threshold)
+        sampler: Any = RepeatFactorSampler(factors, seed=cfg.seed)
+        log.info("Repeat-factor sampling (t=%g): %.0f images per epoch instead of %d", cfg.repeat_factor_threshold,
+                 factors.sum(), len(dataset))
+    else:
+        sampler = None
+    s = cfg.schedule
+    batches_per_epoch = max(1, math.ceil((len(sampler) if sampler is not None else len(dataset)) / s.batch_size))
+    if s.max_iters_per_epoch > 0:
+        batches_per_epoch = min(batches_per_epoch, s.max_iters_per_epoch)
+    total_iters = batches_per_epoch * s.epochs
+    log.info("Training %s/%s with %s loss on %d patches (%d classes) for %d epochs of %d batches on %s%s; %.1fM parameters",
+             cfg.model.detector, cfg.model.backbone, cfg.loss.name, len(dataset), num_classes, s.epochs,
+             batches_per_epoch, device, f" ({amp_dtype})" if amp_dtype else "", count_parameters(detector) / 1e6)
+
+    started = time.perf_counter()
+    evaluation: Evaluation | None = None
+    running = float("nan")
+    for epoch in range(start_epoch, s.epochs):
+        seed_everything(cfg.seed * 1000 + epoch)  # same batches whether resumed or not
+        if dataset.transform is not None:
+            dataset.transform.set_random_seed(cfg.seed * 1000 + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+            epoch_sampler = sampler
+        else:
+            epoch_sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+        loader = DataLoader(dataset, batch_size=s.batch_size, sampler=epoch_sampler, collate_fn=collate,
+                            num_workers=s.workers, drop_last=False)
+        detector.train()
+        bar = tqdm(total=batches_per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}", unit="batch", disable=not progress)
+        sums: dict[str, float] = {}
+        n = 0
+        for images, targets in loader:
+            if n >= batches_per_epoch:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = s.lr * lr_factor(it, total_iters, cfg)
+            images = [img.to(device, non_blocking=True) for img in images]
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+            with ctx:
+                losses = detector(images, targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise ArtifactError(out, f"training diverged (loss {float(loss)} at iteration {it}); lower schedule.lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if s.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(detector.parameters(), s.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            running = float(loss) if math.isnan(running) else 0.9 * running + 0.1 * float(loss)
+            n += 1
+            it += 1
+            bar.set_postfix(loss=f"{running:.3f}")
+            bar.update(1)
+            if it % 20 == 0:
+                metrics.write(kind="step", epoch=epoch + 1, iter=it, lr=optimizer.param_groups[0]["lr"],
+                              loss=float(loss), **{k: float(v) for k, v in losses.items()})
+        bar.close()
+        epoch_losses = {k: v / max(1, n) for k, v in sums.items()}
+        metrics.write(kind="epoch", epoch=epoch + 1, iter=it, seconds=time.perf_counter() - started, **epoch_losses,
+                      **_loss_statistics(detector))
+        log.info("Epoch %d/%d done: mean loss %.3f (%s)", epoch + 1, s.epochs, sum(epoch_losses.values()),
+                 ", ".join(f"{k} {v:.3f}" for k, v in epoch_losses.items()))
+        if val_set is not None:
+            evaluation = evaluate_detector(detector, val_set, taxonomy.abnormal_names(), progress=progress)
+            metrics.write(kind="eval", epoch=epoch + 1, **evaluation.to_dict())
+            log.info("Validation after epoch %d: mAP %.3f, rare-class mAP %s", epoch + 1, evaluation.map50_95,
+                     "n/a" if evaluation.rare_map is None else f"{evaluation.rare_map:.3f}")
+        _save(last, detector, cfg, taxonomy, dataset, epoch + 1, it, evaluation, optimizer, scaler)
+
+    model_path = _save(out / "model.pt", detector, cfg, taxonomy, dataset, s.epochs, it, evaluation, None, None)
+    seconds = time.perf_counter() - started
+    log.info("Model written to %s (%.0f s)", model_path, seconds)
+    return TrainResult(model_path, s.epochs, seconds, running, evaluation)
+
+
+def _check_dataset_geometry(dataset: CocoPatchDataset, cfg: TrainConfig) -> None:
+    where = Path(cfg.train_data) / "annotations.json"
+    info = dataset.info
+    if info.target_mpp is not None and abs(info.target_mpp - cfg.target_mpp) > 1e-6:
+        raise ConfigError(where, f"dataset is at {info.target_mpp} um/px but the config says target_mpp {cfg.target_mpp}")
+    if info.patch_size is not None and info.patch_size != cfg.patch_size:
+        raise ConfigError(where, f"dataset patches are {info.patch_size} px but the config says patch_size {cfg.patch_size}")
+
+
+def _loss_statistics(detector: Detector) -> dict[str, Any]:
+    buffers = dict(detector.criterion.named_buffers())
+    return {"pos_neg": buffers["pos_neg"].tolist()} if "pos_neg" in buffers else {}
+
+
+def _save(path: Path, detector: Detector, cfg: TrainConfig, taxonomy, dataset: CocoPatchDataset, epoch: int, it: int,
+          evaluation: Evaluation | None, optimizer, scaler) -> Path:
+    training = {
+        "dataset": str(cfg.train_data), "num_images": len(dataset), "epochs": epoch, "iterations": it,
+        "config": cfg.to_dict(), "metrics": evaluation.to_dict() if evaluation else {},
+    }
+    state = None
+    if optimizer is not None:
+        state = {
+            "epoch": epoch, "iteration": it, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+    return save_checkpoint(
+        path, detector, class_names=taxonomy.names, target_mpp=cfg.target_mpp, patch_size=cfg.patch_size,
+        loss_name=cfg.loss.name, loss_params=cfg.loss.params, taxonomy=taxonomy.to_dict(), training=training,
+        training_state=state,
+    )
+
+
+def _restore(path: Path, detector: Detector, optimizer, scaler, device: torch.device) -> tuple[int, int]:
+    if not path.exists():
+        raise ArtifactError(path, "nothing to resume: no last.pt in the output folder")
+    loaded = load_checkpoint(path, device)
+    if loaded.training_state is None:
+        raise ArtifactError(path, "checkpoint has no training state to resume from")
+    if loaded.detector.spec != detector.spec:
+        raise ArtifactError(path, "checkpoint architecture differs from the config; resume with the same config")
+    detector.load_state_dict(loaded.detector.state_dict())
+    optimizer.load_state_dict(loaded.training_state["optimizer"])
+    scaler.load_state_dict(loaded.training_state["scaler"])
+    torch.set_rng_state(loaded.training_state["torch_rng"])
+    return int(loaded.training_state["epoch"]), int(loaded.training_state["iteration"])
