@@ -1,0 +1,140 @@
+"""`wsi train` / `wsi evaluate` on a tiny drawn COCO dataset; repeat-factor sampling; config checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from wsi_pipeline.cli.main import main
+from wsi_pipeline.config import load_train_config
+from wsi_pipeline.errors import ConfigError
+from wsi_pipeline.models.checkpoint import load_checkpoint
+from wsi_pipeline.models.data import CocoPatchDataset, RepeatFactorSampler, repeat_factors
+from wsi_pipeline.taxonomy import load_taxonomy
+
+PATCH = 64
+
+
+def make_dataset(root: Path, n_images: int = 6, seed: int = 0, names: list[str] | None = None) -> Path:
+    """Pale patches with dark discs (class NILM or HSIL) and their COCO annotations."""
+    names = names or load_taxonomy().names
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    images, anns = [], []
+    for i in range(n_images):
+        img = np.full((PATCH, PATCH, 3), 225, np.uint8)
+        for _ in range(2):
+            cx, cy, r = (int(v) for v in rng.integers([12, 12, 6], [52, 52, 11]))
+            cls = int(rng.choice([0, 6]))
+            cv2.circle(img, (cx, cy), r, (60, 40, 120) if cls == 6 else (150, 120, 160), -1)
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1,
+                         "bbox": [cx - r, cy - r, 2 * r, 2 * r], "area": 4 * r * r, "iscrowd": 0})
+        cv2.imwrite(str(root / "images" / f"p{i}.jpg"), img)
+        images.append({"id": i + 1, "file_name": f"p{i}.jpg", "width": PATCH, "height": PATCH})
+    coco = {"info": {"target_mpp": 1.0, "patch_size": PATCH, "taxonomy": names}, "images": images,
+            "annotations": anns, "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
+    (root / "annotations.json").write_text(json.dumps(coco))
+    return root
+
+
+def write_config(tmp_path: Path, data: Path, **extra) -> Path:
+    cfg = {
+        "train_data": str(data), "out": str(tmp_path / "run"), "target_mpp": 1.0, "patch_size": PATCH,
+        "model": {"fpn_channels": 32, "anchor_sizes": [8, 16, 32, 64, 128]},
+        "loss": {"name": "gradlibra"},
+        "schedule": {"epochs": 1, "batch_size": 3, "optimizer": "adamw", "lr": 0.001, "warmup_iters": 2},
+        **extra,
+    }
+    path = tmp_path / "train.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_train_resume_and_evaluate_through_the_cli(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data")
+    config = write_config(tmp_path, data)
+    out = tmp_path / "run"
+    assert main(["train", str(config), "--no-progress"]) == 0
+    assert (out / "model.pt").is_file() and (out / "last.pt").is_file()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1] and len(epochs[0]["pos_neg"]) == 10
+
+    # a second run into the same folder must not overwrite it silently
+    assert main(["train", str(config), "--no-progress"]) == 1
+    assert "--resume" in capsys.readouterr().err
+
+    first = load_checkpoint(out / "last.pt")
+    assert first.training_state["epoch"] == 1
+    assert main(["train", str(config), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    resumed = load_checkpoint(out / "model.pt")
+    assert resumed.meta["training"]["epochs"] == 2
+    assert resumed.meta["training"]["iterations"] == 2 * first.training_state["iteration"]
+    assert resumed.meta["loss"]["name"] == "gradlibra" and resumed.meta["taxonomy"] == load_taxonomy().names
+    # the loss statistics kept accumulating across the resume
+    assert torch.all(resumed.detector.criterion.neg_grad > first.detector.criterion.neg_grad)
+
+    capsys.readouterr()
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", str(out / "model.pt"), str(data), "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "HSIL" in printed and "rare-class mAP" in printed
+    metrics = json.loads(report.read_text())
+    assert metrics["num_boxes"]["HSIL"] + metrics["num_boxes"]["NILM"] == 12
+    assert metrics["per_class_ap"]["LSIL"] is None  # no LSIL in the data: not scored
+    assert "HSIL" in metrics["rare_classes"] and 0.0 <= metrics["map50_95"] <= 1.0
+
+
+def test_dataset_that_does_not_match_the_taxonomy_is_a_one_line_error(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", n_images=1, names=[f"C{i}" for i in range(10)])
+    assert main(["train", str(write_config(tmp_path, data)), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "annotations.json" in err and "taxonomy" in err and "\n" not in err
+
+
+def test_missing_dataset_and_bad_config_are_one_line_errors(tmp_path, capsys):
+    config = write_config(tmp_path, tmp_path / "nowhere")
+    assert main(["train", str(config)]) == 1
+    assert "dataset folder not found" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="loss.name"):
+        load_train_config(overrides={"loss": {"name": "magic"}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_train_config(overrides={"schedule": {"epoch": 3}})
+    assert main(["evaluate", str(tmp_path / "none.pt"), str(tmp_path)]) == 1
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_dataset_geometry_must_match_the_config(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", n_images=1)
+    config = write_config(tmp_path, data, target_mpp=0.5)
+    assert main(["train", str(config)]) == 1
+    assert "target_mpp" in capsys.readouterr().err
+
+
+def test_augmented_samples_keep_boxes_on_the_discs(tmp_path):
+    data = make_dataset(tmp_path / "data", n_images=2)
+    ds = CocoPatchDataset(data, augment=load_train_config().augment)
+    ds.transform.set_random_seed(3)
+    for _ in range(5):
+        image, target = ds[0]
+        assert image.shape == (3, PATCH, PATCH) and image.max() <= 1.0
+        for box in target["boxes"]:
+            x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+            centre = image[:, (y0 + y1) // 2, (x0 + x1) // 2]
+            assert centre.mean() < 0.75  # the disc (dark) moved with its box; background is ~0.88
+
+
+def test_repeat_factor_sampler_oversamples_images_with_rare_classes():
+    labels = [{0}] * 90 + [{0, 1}] * 10  # class 1 in 10% of images
+    factors = repeat_factors(labels, threshold=0.4)
+    assert factors[0] == 1.0 and factors[-1] == pytest.approx(2.0)
+    sampler = RepeatFactorSampler(factors, seed=1)
+    counts = np.bincount(sampler.indices(), minlength=100)
+    assert np.all(counts[:90] == 1) and np.all(counts[90:] == 2) and len(sampler) == 110
