@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -105,6 +104,23 @@ def build_augmentation(cfg: AugmentConfig):
     return A.Compose(ops, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=0.3))
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)``; OpenCV when installed, else torchvision's decoder (GPU boxes without cv2)."""
+    try:
+        import cv2  # noqa: PLC0415
+    except ImportError:
+        from torchvision.io import ImageReadMode, decode_image  # noqa: PLC0415
+
+        try:
+            return decode_image(str(path), mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+        except (RuntimeError, OSError):
+            raise ArtifactError(path, "image missing or unreadable") from None
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ArtifactError(path, "image missing or unreadable")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 class CocoPatchDataset(Dataset):
     """Images as float ``(3, H, W)`` tensors in 0..1, targets ``{boxes (K,4) xyxy, labels (K,) 0-based}``."""
 
@@ -129,10 +145,7 @@ class CocoPatchDataset(Dataset):
 
     def load_image(self, index: int) -> np.ndarray:
         path = self.root / "images" / self.images[index]["file_name"]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ArtifactError(path, "image missing or unreadable")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return read_rgb(path)
 
     def boxes_and_labels(self, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         boxes, labels = [], []

@@ -221,15 +221,16 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
             scaler.step(optimizer)
             scaler.update()
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            running = float(loss) if math.isnan(running) else 0.9 * running + 0.1 * float(loss)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            value = float(loss.detach())
+            running = value if math.isnan(running) else 0.9 * running + 0.1 * value
             n += 1
             it += 1
             bar.set_postfix(loss=f"{running:.3f}")
             bar.update(1)
             if it % 20 == 0:
                 metrics.write(kind="step", epoch=epoch + 1, iter=it, lr=optimizer.param_groups[0]["lr"],
-                              loss=float(loss), **{k: float(v) for k, v in losses.items()})
+                              loss=value, **{k: float(v.detach()) for k, v in losses.items()})
         bar.close()
         epoch_losses = {k: v / max(1, n) for k, v in sums.items()}
         metrics.write(kind="epoch", epoch=epoch + 1, iter=it, seconds=time.perf_counter() - started, **epoch_losses,
