@@ -118,3 +118,29 @@ def test_slide_without_cells_gives_a_complete_empty_table(tmp_path):
     det = read_detections(result.detections_path)
     assert len(det) == 0 and det.meta["complete"] and det.class_scores.shape == (0, len(det.meta["taxonomy"]))
     assert detector.calls > 0
+
+
+def test_geometry_through_the_real_tiling_of_a_slide(tmp_path):
+    """Same geometry check on a store written by `tile_slide` (mask, JPEG, 0.25 -> 0.5 um/px)."""
+    from wsi_pipeline.config import MaskConfig, TilingConfig
+    from wsi_pipeline.io.tiffwriter import wrap_image_as_slide
+    from wsi_pipeline.store.patches import PatchStore
+    from wsi_pipeline.tiling import tile_slide
+
+    rng = np.random.default_rng(3)
+    width, height = 1600, 1100
+    gt, labels = random_cells(rng, width, height, 25, 40, 62)
+    gt = np.round(gt)  # drawn on whole pixels
+    image = noise_slide(rng, width, height)
+    image[:, 1200:] = np.minimum(image[:, 1200:], 250)  # some glass to mask out on the right
+    for x0, y0, x1, y1 in gt.astype(int):
+        image[y0:y1, x0:x1] = rng.integers(40, 90, (y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    slide = wrap_image_as_slide(image, tmp_path / "cells.svs", mpp=0.25)
+    tiling = TilingConfig(target_mpp=0.5, patch_size=128, overlap=32, patches_per_chunk=4, scheduler="threads",
+                          workers=1, mask=MaskConfig(min_object_um2=10.0))
+    tile_slide(slide, tmp_path, tiling, progress=False)
+    store = PatchStore.open(tmp_path / "patches.zarr")
+    assert store.scale == pytest.approx(2.0)
+    detector = GroundTruthDetector(store, gt, labels)
+    result = detect_store(store.path, stand_in_model(detector, 0.5, 128), tmp_path / "out", CPU, progress=False)
+    _assert_each_cell_once(read_detections(result.detections_path), gt, labels)
