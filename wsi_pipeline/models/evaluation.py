@@ -122,7 +122,6 @@ def coco_evaluate(gt: dict[str, Any], results: list[dict[str, Any]], rare_classe
         ev.params.maxDets = [1, 10, 300]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
     precision = np.asarray(ev.eval["precision"])  # T x R x K x A x M
     per_class, per_class50 = {}, {}
     for k, name in enumerate(names):
