@@ -124,7 +124,7 @@ def fmt(ms: tuple[float | None, float | None]) -> str:
 
 
 def ratio(value: float | None, base: float | None) -> str:
-    if value is None or not base:
+    if value is None or base is None or base < 1e-3:  # a ratio to ~0 means nothing
         return "n/a"
     return f"{value / base:.2f}x"
 
