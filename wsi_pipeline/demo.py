@@ -67,7 +67,8 @@ def build_demo_model(path: Path, progress: bool = True) -> Path:
     cfg = load_train_config(DEMO_TRAIN_CONFIG, overrides={"train_data": str(data_dir), "out": str(work / "run")})
     log.info("training the demo model (%s + %s, %d epochs); a few minutes on CPU",
              cfg.model.detector, cfg.loss.name, cfg.schedule.epochs)
-    result = train(cfg, out_dir=work / "run", resume=True, progress=progress)
+    run_dir = work / "run"
+    result = train(cfg, out_dir=run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
     tmp = path.with_suffix(".pt.tmp")
     shutil.copyfile(result.model_path, tmp)
     os.replace(tmp, path)

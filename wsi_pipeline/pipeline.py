@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .config import PipelineConfig
+from .config import PipelineConfig, TilingConfig
 from .errors import WsiError
 from .taxonomy import load_taxonomy
 
@@ -153,9 +153,7 @@ def _run_stages(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOption
     from .tiling import tile_slide
 
     timings: dict[str, float] = {}
-    loaded = load_checkpoint(opts.model, device="cpu")
-    # the detector dictates patch size and resolution: tile the slide to match it
-    tiling = replace(cfg.tiling, target_mpp=float(loaded.meta["target_mpp"]), patch_size=int(loaded.meta["patch_size"]))
+    tiling = tiling_for_model(cfg.tiling, load_checkpoint(opts.model, device="cpu").meta)
     if opts.workers is not None:
         tiling = replace(tiling, workers=opts.workers)
     if opts.scheduler:
@@ -179,6 +177,24 @@ def _run_stages(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOption
     write_report(out_dir / DETECTIONS_NAME, out_dir, cfg.report, taxonomy, slide_path=slide, timings=timings)
     timings["report_s"] = round(time.perf_counter() - t, 2)
     return timings
+
+
+def tiling_for_model(tiling: TilingConfig, model_meta: dict[str, Any]) -> TilingConfig:
+    """Tiling settings matching a detector: its patch size and resolution, the same physical overlap.
+
+    The configured overlap is in px at the configured ``target_mpp``; it is rescaled so that the
+    overlap keeps its size in micrometres (it must hold the largest cell of interest), and kept
+    below half a patch.
+
+    Example:
+        >>> t = tiling_for_model(TilingConfig(target_mpp=0.5, overlap=128), {"target_mpp": 1.0, "patch_size": 256})
+        >>> t.target_mpp, t.patch_size, t.overlap
+        (1.0, 256, 64)
+    """
+    target = float(model_meta["target_mpp"])
+    patch = int(model_meta["patch_size"])
+    overlap = min(round(tiling.overlap * tiling.target_mpp / target), patch // 2 - 1)
+    return replace(tiling, target_mpp=target, patch_size=patch, overlap=max(0, overlap))
 
 
 def _outcome_from_report(outcome: SlideOutcome, report_json: Path, status: str) -> SlideOutcome:
@@ -265,17 +281,17 @@ def plan(slides: list[Path], cfg: PipelineConfig, model_meta: dict[str, Any], mp
     """Dry run: for each slide, the patch grid it would be cut into (an upper bound before masking)."""
     from .io import open_slide
 
-    patch = int(model_meta["patch_size"])
-    target = float(model_meta["target_mpp"])
-    stride = patch - cfg.tiling.overlap
+    tiling = tiling_for_model(cfg.tiling, model_meta)
+    patch, target, overlap = tiling.patch_size, tiling.target_mpp, tiling.overlap
+    stride = patch - overlap
     rows = []
     for s in slides:
         try:
             with open_slide(s, mpp=mpp) as sl:
                 w, h = sl.dimensions
                 scale = target / sl.mpp[0]
-                nx = max(0, int((w / scale - cfg.tiling.overlap) // stride))
-                ny = max(0, int((h / scale - cfg.tiling.overlap) // stride))
+                nx = max(0, int((w / scale - overlap) // stride))
+                ny = max(0, int((h / scale - overlap) // stride))
                 # JPEG q90 patches are ~12x smaller than raw RGB (docs/store.md)
                 disk = nx * ny * patch * patch * 3 / (12 if cfg.tiling.codec == "jpeg" else 1)
                 rows.append({"slide": str(s), "size": f"{w}x{h}", "mpp": round(sl.mpp[0], 4),
