@@ -36,7 +36,7 @@ from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
 PRESETS = {
     # dataset: synthetic slides for training / testing, their size in px at the synthetic slide mpp
     "cpu": {"config": "configs/longtail.yaml", "train_slides": 3, "test_slides": 2, "size_px": 6000},
-    "gpu": {"config": "configs/longtail_gpu.yaml", "train_slides": 12, "test_slides": 4, "size_px": 16000},
+    "gpu": {"config": "configs/longtail_gpu.yaml", "train_slides": 3, "test_slides": 2, "size_px": 6000},
 }
 LOSSES = ["focal", "eqlv2", "efl", "gradlibra"]
 CROPS = ROOT.parent / "shared" / "data" / "cytology" / "cell_crops"
@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="one seed, 2 short epochs, small data: checks the path in minutes")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--build-data-only", action="store_true", help="build OUT/data/{train,test} and stop (to carry to a GPU box)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     preset = dict(PRESETS[args.preset])
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         train_data, test_data = args.data, args.test_data
     else:
         train_data, test_data = build_datasets(args.out, preset, cfg, seed_base=1000)
+    if args.build_data_only:
+        print(f"datasets: {train_data} {test_data}")
+        return 0
     taxonomy = load_taxonomy(cfg.taxonomy or None)
     train_counts, test_counts = class_counts(train_data), class_counts(test_data)
     logging.info("Training boxes per class: %s", train_counts)

@@ -138,3 +138,20 @@ def test_repeat_factor_sampler_oversamples_images_with_rare_classes():
     sampler = RepeatFactorSampler(factors, seed=1)
     counts = np.bincount(sampler.indices(), minlength=100)
     assert np.all(counts[:90] == 1) and np.all(counts[90:] == 2) and len(sampler) == 110
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("loss", ["efl", "gradlibra"])
+def test_cuda_mixed_precision_training_keeps_float32_statistics(tmp_path, loss):
+    from wsi_pipeline.models.training import train
+
+    data = make_dataset(tmp_path / "data", n_images=12)
+    cfg = load_train_config(write_config(tmp_path, data, device="cuda", precision="auto", loss={"name": loss}))
+    result = train(cfg, out_dir=tmp_path / "run", progress=False)
+    loaded = load_checkpoint(result.model_path, device="cpu")
+    state = loaded.meta["loss"]["state"]
+    pos, neg = torch.tensor(state["pos_grad"]), torch.tensor(state["neg_grad"])
+    assert torch.isfinite(pos).all() and torch.isfinite(neg).all() and neg.sum() > 0
+    assert loaded.detector.criterion.pos_grad.dtype == torch.float32
+    assert result.final_loss == result.final_loss  # not NaN
