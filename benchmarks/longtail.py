@@ -35,8 +35,8 @@ from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
 
 PRESETS = {
     # dataset: synthetic slides for training / testing, their size in px at the synthetic slide mpp
-    "cpu": {"config": "configs/longtail.yaml", "train_slides": 3, "test_slides": 2, "size_px": 6000},
-    "gpu": {"config": "configs/longtail_gpu.yaml", "train_slides": 3, "test_slides": 2, "size_px": 6000},
+    "cpu": {"config": "configs/longtail.yaml", "train_slides": 4, "test_slides": 3, "size_px": 6000},
+    "gpu": {"config": "configs/longtail_gpu.yaml", "train_slides": 4, "test_slides": 3, "size_px": 6000},
 }
 LOSSES = ["focal", "eqlv2", "efl", "gradlibra"]
 CROPS = ROOT.parent / "shared" / "data" / "cytology" / "cell_crops"
@@ -48,11 +48,15 @@ def build_datasets(out: Path, preset: dict, cfg, seed_base: int) -> tuple[Path, 
 
     crops = CROPS if CROPS.is_dir() else None
     paths = []
-    for name, n, seed in (("train", preset["train_slides"], seed_base), ("test", preset["test_slides"], seed_base + 100)):
+    # the training set keeps the natural long tail (configs/synth.yaml); the test set is enriched with
+    # rare cells (configs/synth_demo.yaml minimum counts) so that their AP rests on more than 1-2 boxes
+    sets = (("train", preset["train_slides"], seed_base, None),
+            ("test", preset["test_slides"], seed_base + 100, ROOT / "configs" / "synth_demo.yaml"))
+    for name, n, seed, synth_config in sets:
         path = out / "data" / name
         if not (path / "annotations.json").is_file():
             logging.info("Building the %s set (%d synthetic slides%s)", name, n, ", real crops" if crops else "")
-            make_training_set(path, n_slides=n, size_px=preset["size_px"], crops_dir=crops,
+            make_training_set(path, n_slides=n, size_px=preset["size_px"], crops_dir=crops, config=synth_config,
                               target_mpp=cfg.target_mpp, patch_size=cfg.patch_size, seed=seed)
         paths.append(path)
     return paths[0], paths[1]
