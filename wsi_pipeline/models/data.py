@@ -15,7 +15,9 @@ Example:
 
 from __future__ import annotations
 
+
 import json
+import os
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,6 +86,8 @@ def build_augmentation(cfg: AugmentConfig):
     variation between labs is mimicked by hue/saturation and brightness/contrast jitter; focus
     and scanner compression by blur and JPEG artefacts.
     """
+    # albumentations otherwise asks PyPI for a newer version at import: no network at run time
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations as A  # noqa: PLC0415 (optional for evaluation-only installs)
 
     ops: list[Any] = []
