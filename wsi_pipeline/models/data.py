@@ -15,10 +15,9 @@ Example:
 
 from __future__ import annotations
 
-
 import json
-import os
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
