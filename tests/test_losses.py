@@ -281,3 +281,30 @@ def test_build_loss_by_name_and_bad_input():
         EqualizedFocalLoss(C)(torch.zeros(2, C + 1), torch.zeros(2, C + 1))
     with pytest.raises(ValueError):
         GradLibraLoss(C, neg_scale=1.5)
+
+
+def test_mmdet_adapter_converts_labels_and_matches_our_call():
+    from wsi_pipeline.models.losses import EqualizedFocalLoss
+    from wsi_pipeline.models.mmdet_adapter import MMDetLoss, mmdet_to_one_hot
+
+    torch.manual_seed(0)
+    scores = torch.randn(6, 3)
+    labels = torch.tensor([0, 2, 3, 1, 3, 0])  # 3 = background in mmdet
+    weights = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 1.0])  # row 3 ignored
+    logits, one_hot = mmdet_to_one_hot(scores, labels, weights)
+    assert logits.shape == (5, 3)
+    assert one_hot.tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 0], [0, 0, 0], [1, 0, 0]]
+
+    wrapped = MMDetLoss("efl", num_classes=3, loss_weight=2.0)
+    ours = EqualizedFocalLoss(3)
+    a = scores.clone().requires_grad_(True)
+    b = logits.clone().requires_grad_(True)
+    la = wrapped(a, labels, weights, avg_factor=3)
+    lb = ours(b, one_hot, avg_factor=3)
+    assert torch.allclose(la, 2.0 * lb)
+    la.backward()
+    (2.0 * lb).backward()
+    # the gradient statistics see the same gradients through the adapter
+    assert torch.allclose(wrapped.criterion.pos_grad, ours.pos_grad)
+    assert torch.allclose(wrapped.criterion.neg_grad, ours.neg_grad)
+    assert torch.all(a.grad[3] == 0)  # the ignored anchor gets no gradient
