@@ -145,3 +145,18 @@ def test_spec_rejects_unknown_architecture():
         build_detector(DetectorSpec(num_classes=2, backbone="vgg"), SigmoidFocalLoss(2))
     with pytest.raises(ValueError, match="anchor_sizes"):
         build_detector(DetectorSpec(num_classes=2, anchor_sizes=[16, 32]), SigmoidFocalLoss(2))
+
+
+def test_fcos_regression_starts_alive_from_scratch():
+    """relu(bbox_reg) must not start at 0 for most locations (dead boxes stalled whole training runs)."""
+    from wsi_pipeline.models.detector import DetectorSpec, build_detector
+    from wsi_pipeline.models.losses import SigmoidFocalLoss
+
+    torch.manual_seed(2)
+    det = build_detector(DetectorSpec(num_classes=3, detector="fcos", fpn_channels=64, image_size=256), SigmoidFocalLoss(3))
+    det.model.eval()
+    with torch.no_grad():
+        images, _ = det.model.transform([torch.rand(3, 256, 256)])
+        features = list(det.model.backbone(images.tensors).values())
+        out = det.model.head(features)
+    assert (out["bbox_regression"] > 0).float().mean() > 0.99

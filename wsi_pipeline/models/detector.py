@@ -42,6 +42,7 @@ from ..errors import ArtifactError
 from .losses import prior_bias
 
 DETECTORS = ("retinanet", "fcos")
+FCOS_REGRESSION_BIAS = 1.0  # initial l, t, r, b in anchor sizes (see FCOSLossHead)
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 FPN_STRIDES = (8, 16, 32, 64, 128)  # P3-P7 from ResNet C3-C5 plus P6/P7
 
@@ -137,6 +138,11 @@ class FCOSLossHead(FCOSHead):
         super().__init__(in_channels, num_anchors, num_classes)
         self.classification_head.criterion = criterion
         nn.init.constant_(self.classification_head.cls_logits.bias, prior_bias(prior_prob))
+        # torchvision decodes relu(bbox_reg(x)); with zero bias and a random backbone about half the
+        # outputs start below 0, so their boxes are empty, the GIoU loss sits at 1 and relu passes no
+        # gradient. Some seeds never recovered (long-tail benchmark, seed 2, all losses). Starting at
+        # one anchor size (box = 2 strides wide) keeps every regression output alive.
+        nn.init.constant_(self.regression_head.bbox_reg.bias, FCOS_REGRESSION_BIAS)
 
     def compute_loss(self, targets, head_outputs, anchors, matched_idxs):  # noqa: D102
         logits, onehot, num_fg = gather_classification_targets(head_outputs["cls_logits"], targets, matched_idxs, None)
