@@ -1,7 +1,7 @@
-"""``wsi``: run one pipeline stage at a time.
+"""wsi: run one pipeline stage at a time.
 
-Each stage reads and writes documented on-disk artifacts (docs/), so stages can be run,
-tested and resumed alone. ``wsi-run`` chains them for whole slides.
+Each stage reads and writes documented on-disk artifacts (docs/artifacts.md), so stages can be
+run, tested and resumed alone. wsi-run chains them for whole slides.
 """
 
 from __future__ import annotations
