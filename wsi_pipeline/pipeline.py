@@ -240,11 +240,15 @@ def write_summary(out_root: Path, outcomes: list[SlideOutcome]) -> tuple[Path, P
 
 
 def _index_html(rows: list[SlideOutcome], out_root: Path) -> str:
+    root = out_root.resolve()
+
     def link(o: SlideOutcome) -> str:
+        name = html.escape(Path(o.slide).name)
         if not o.report_html:
-            return html.escape(Path(o.slide).name)
-        rel = Path(o.report_html).resolve().relative_to(out_root.resolve()) if Path(o.report_html).resolve().is_relative_to(out_root.resolve()) else Path(o.report_html)
-        return f'<a href="{html.escape(str(rel))}">{html.escape(Path(o.slide).name)}</a>'
+            return name
+        target = Path(o.report_html).resolve()
+        href = target.relative_to(root) if target.is_relative_to(root) else target  # relative: the folder can move
+        return f'<a href="{html.escape(str(href))}">{name}</a>'
 
     body = "\n".join(
         f"<tr class='{o.status}'><td>{link(o)}</td><td>{html.escape(o.status)}</td><td>{html.escape(o.category)}</td>"
