@@ -76,6 +76,8 @@ def test_two_synthetic_slides_end_to_end_then_skip_then_force(tiny_model, two_sl
     assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 2
     printed = capsys.readouterr().out
     assert "2/2 slides done" in printed and "index.html" in printed
+    index = (out / "index.html").read_text()
+    assert all(f'href="{s.stem}/report.html"' in index for s in slides), "index links each report relatively"
 
     # rerun: finished slides are skipped, nothing rewritten
     stamp = (out / slides[0].stem / "report.json").stat().st_mtime_ns
