@@ -10,7 +10,7 @@ native resolution:
   (e) store codecs: jpeg / zstd / none written from the project's reader (patches/s and compression ratio)
 and prints patches/s, MB/s (decoded RGB), ratios to (a) and peak memory.
 
-    .venv/bin/python benchmarks/tiling.py [--size 20480] [--cache /tmp/wsi_bench]
+    .venv/bin/python benchmarks/tiling.py [--size 20480] [--cache DIR]
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def make_detections(path: Path, cells: list[tuple[str, float, float, float, floa
     class_scores[np.arange(n), labels] = scores
     meta = {
         "taxonomy": TAX.names, "complete": complete, "slide": slide_info,
-        "store": {"path": "/work/x/patches.zarr", "target_mpp": 0.5, "patch_size": 512, "overlap": 128,
+        "store": {"path": "/data/x/patches.zarr", "target_mpp": 0.5, "patch_size": 512, "overlap": 128,
                   "n_patches": 6, "cell_area_mm2": 0.25, "fingerprint": "f" * 64},
         "model": {"path": "/models/tct_retinanet.pt", "sha256": "a" * 64, "detector": "retinanet",
                   "backbone": "resnet18", "loss": "efl", "trained_on": "synthetic"},
