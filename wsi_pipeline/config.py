@@ -244,8 +244,11 @@ def _check_report(r: ReportConfig, source: str) -> None:
 @dataclass
 class ModelConfig:
     detector: str = "retinanet"  # retinanet | fcos
-    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50
-    backbone_weights: str = ""  # optional local ImageNet ResNet state dict; never downloaded
+    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50 | efficientnet_lite0 (models/backbones.py)
+    # initial backbone weights: "" (from scratch) | imagenet (bundled with an installed package, e.g.
+    # EfficientNet-Lite0) | torchvision:<Weights enum> (downloads: needs network) | path to a state dict
+    backbone_weights: str = ""
+    frozen_batchnorm: bool | None = None  # None: frozen when starting from backbone_weights
     fpn_channels: int = 256
     anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # px, FPN P3-P7
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
@@ -327,12 +330,16 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
 
 
 def _check_train(cfg: TrainConfig, source: str) -> None:
-    from .models.losses import LOSSES  # noqa: PLC0415 (keeps torch out of config import time)
+    from .models.backbones import BACKBONES  # noqa: PLC0415 (keeps torch out of config import time)
+    from .models.losses import LOSSES  # noqa: PLC0415
 
     m, s = cfg.model, cfg.schedule
     checks = [
         (m.detector in ("retinanet", "fcos"), "model.detector must be retinanet or fcos"),
-        (m.backbone in ("resnet18", "resnet34", "resnet50"), "model.backbone must be resnet18, resnet34 or resnet50"),
+        (m.backbone in BACKBONES, f"model.backbone must be one of {', '.join(BACKBONES)}"),
+        (m.backbone_weights in ("", "imagenet") or m.backbone_weights.startswith("torchvision:")
+         or Path(m.backbone_weights).is_file(),
+         f"model.backbone_weights must be '', imagenet, torchvision:<Weights> or an existing file, got {m.backbone_weights!r}"),
         (len(m.anchor_sizes) == 5, "model.anchor_sizes needs 5 sizes (FPN levels P3-P7)"),
         (0 <= m.trainable_backbone_layers <= 5, "model.trainable_backbone_layers must be 0-5"),
         (0 < m.prior_prob < 1, "model.prior_prob must be in (0, 1)"),

@@ -22,28 +22,23 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection import FCOS, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead
-from torchvision.ops import FrozenBatchNorm2d, boxes as box_ops, generalized_box_iou_loss
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops import boxes as box_ops, generalized_box_iou_loss
 
-from ..errors import ArtifactError
+from .backbones import BACKBONES, build_backbone
 from .losses import prior_bias
 
 DETECTORS = ("retinanet", "fcos")
 FCOS_REGRESSION_BIAS = 1.0  # initial l, t, r, b in anchor sizes (see FCOSLossHead)
-BACKBONES = ("resnet18", "resnet34", "resnet50")
 FPN_STRIDES = (8, 16, 32, 64, 128)  # P3-P7 from ResNet C3-C5 plus P6/P7
 
 
@@ -53,7 +48,7 @@ class DetectorSpec:
 
     num_classes: int
     detector: str = "retinanet"  # retinanet | fcos
-    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50
+    backbone: str = "resnet18"  # a name in wsi_pipeline.models.backbones.BACKBONES
     image_size: int = 256  # patches are resized so their short side is this (no resize when equal)
     fpn_channels: int = 256
     anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # RetinaNet, per level
@@ -179,50 +174,6 @@ class FCOSLossHead(FCOSHead):
         }
 
 
-# ------------------------------------------------------------------ backbone
-
-
-def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
-    """Load a local ImageNet-style ResNet state dict (``fc.*`` ignored); never downloads."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(path, "backbone weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a non-checkpoint file
-        raise ArtifactError(path, f"not a PyTorch state dict ({exc.__class__.__name__})") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = body.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise ArtifactError(path, f"does not match the backbone ({len(missing)} missing, {len(unexpected)} unexpected keys)")
-
-
-def build_backbone(spec: DetectorSpec, weights: str | Path | None = None) -> BackboneWithFPN:
-    """ResNet C3-C5 + FPN (P3-P5) + P6/P7, ``spec.fpn_channels`` wide."""
-    norm = FrozenBatchNorm2d if spec.frozen_batchnorm else nn.BatchNorm2d
-    body = getattr(torchvision.models, spec.backbone)(weights=None, norm_layer=norm)
-    if weights:
-        load_backbone_weights(body, weights)
-    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: spec.trainable_backbone_layers]
-    if spec.trainable_backbone_layers == 5:
-        trainable.append("bn1")
-    for name, parameter in body.named_parameters():
-        if not any(name.startswith(layer) for layer in trainable):
-            parameter.requires_grad_(False)
-    stage2 = body.inplanes // 8
-    in_channels = [stage2 * 2 ** (i - 1) for i in (2, 3, 4)]
-    return BackboneWithFPN(
-        body,
-        OrderedDict([("layer2", "0"), ("layer3", "1"), ("layer4", "2")]),
-        in_channels,
-        spec.fpn_channels,
-        extra_blocks=LastLevelP6P7(spec.fpn_channels, spec.fpn_channels),
-    )
-
-
 # ------------------------------------------------------------------ detector
 
 
@@ -321,7 +272,8 @@ def build_detector(spec: DetectorSpec, criterion: nn.Module, backbone_weights: s
         ('FCOS', 'SigmoidFocalLoss')
     """
     spec.validate()
-    backbone = build_backbone(spec, backbone_weights)
+    backbone = build_backbone(spec.backbone, spec.fpn_channels, str(backbone_weights or ""),
+                              spec.trainable_backbone_layers, spec.frozen_batchnorm)
     common: dict[str, Any] = dict(
         min_size=spec.image_size,
         max_size=spec.image_size,
@@ -363,7 +315,6 @@ __all__ = [
     "DetectorSpec",
     "Detector",
     "build_detector",
-    "build_backbone",
     "gather_classification_targets",
     "count_parameters",
 ]

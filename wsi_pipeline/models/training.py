@@ -36,6 +36,7 @@ from tqdm import tqdm
 from ..config import TrainConfig
 from ..errors import ArtifactError, ConfigError
 from ..taxonomy import load_taxonomy
+from .backbones import backbone_entry
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CocoPatchDataset, RepeatFactorSampler, check_classes, collate, repeat_factors
 from .detector import Detector, DetectorSpec, build_detector, count_parameters
@@ -81,11 +82,13 @@ def seed_everything(seed: int) -> None:
 
 def detector_spec(cfg: TrainConfig, num_classes: int) -> DetectorSpec:
     m = cfg.model
+    entry = backbone_entry(m.backbone)
+    frozen = bool(m.backbone_weights) if m.frozen_batchnorm is None else m.frozen_batchnorm
     return DetectorSpec(
         num_classes=num_classes, detector=m.detector, backbone=m.backbone, image_size=cfg.patch_size,
         fpn_channels=m.fpn_channels, anchor_sizes=list(m.anchor_sizes), aspect_ratios=list(m.aspect_ratios),
         prior_prob=m.prior_prob, trainable_backbone_layers=m.trainable_backbone_layers,
-        frozen_batchnorm=bool(m.backbone_weights),
+        frozen_batchnorm=frozen, image_mean=list(entry.image_mean), image_std=list(entry.image_std),
     )
 
 
