@@ -14,8 +14,8 @@ from wsi_pipeline.cli.main import main
 from wsi_pipeline.errors import ArtifactError
 from wsi_pipeline.io.tiffwriter import wrap_image_as_slide
 from wsi_pipeline.synth import extract_dataset, generate_slide
-from wsi_pipeline.synth.dataset import patch_boxes
-from wsi_pipeline.synth.truth import Annotation
+from wsi_pipeline.datasets.slides import patch_boxes
+from wsi_pipeline.datasets.annotations import Annotation
 from wsi_pipeline.taxonomy import load_taxonomy
 
 CRIC_ID = "4372f7114534a5e0b688673c15a43fa9"

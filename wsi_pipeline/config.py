@@ -154,10 +154,11 @@ def _coerce(tp: Any, value: Any, where: str, source: str) -> Any:
     return value
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """``extra`` over ``base``, recursively for nested mappings."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -186,10 +187,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     data = read_yaml(DEFAULT_CONFIG)
     source = str(DEFAULT_CONFIG)
     if path is not None:
-        data = _merge(data, read_yaml(path))
+        data = merge(data, read_yaml(path))
         source = str(path)
     if overrides:
-        data = _merge(data, overrides)
+        data = merge(data, overrides)
     cfg = from_dict(PipelineConfig, data, "", source)
     _check_ranges(cfg, source)
     _check_report(cfg.report, source)
@@ -252,7 +253,8 @@ class ModelConfig:
     fpn_channels: int = 256
     anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # px, FPN P3-P7
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    trainable_backbone_layers: int = 5
+    trainable_backbone_layers: int = 5  # stages trained, from the top (5: all, 0: none)
+    head_convs: int = 4  # FCOS head depth per branch
     prior_prob: float = 0.01
 
 
@@ -268,6 +270,7 @@ class AugmentConfig:
     flips: bool = True  # horizontal + vertical
     rotate90: bool = True
     hsv_shift: float = 0.05  # stain/colour jitter: hue shift as a fraction of the hue circle
+    scale: float = 0.0  # +- relative zoom (0.15: 0.85-1.15x), for scanners' um/px differences
     brightness_contrast: float = 0.15
     blur_prob: float = 0.1
     jpeg_prob: float = 0.2
@@ -323,7 +326,7 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
     data: dict[str, Any] = read_yaml(path) if path is not None else {}
     source = str(path) if path is not None else "<train config>"
     if overrides:
-        data = _merge(data, overrides)
+        data = merge(data, overrides)
     cfg = from_dict(TrainConfig, data, "", source)
     _check_train(cfg, source)
     return cfg
@@ -342,6 +345,7 @@ def _check_train(cfg: TrainConfig, source: str) -> None:
          f"model.backbone_weights must be '', imagenet, torchvision:<Weights> or an existing file, got {m.backbone_weights!r}"),
         (len(m.anchor_sizes) == 5, "model.anchor_sizes needs 5 sizes (FPN levels P3-P7)"),
         (0 <= m.trainable_backbone_layers <= 5, "model.trainable_backbone_layers must be 0-5"),
+        (1 <= m.head_convs <= 8, "model.head_convs must be 1-8"),
         (0 < m.prior_prob < 1, "model.prior_prob must be in (0, 1)"),
         (cfg.loss.name in LOSSES, f"loss.name must be one of {', '.join(LOSSES)}"),
         (0.05 <= cfg.target_mpp <= 20, "target_mpp must be between 0.05 and 20 um/px"),
@@ -353,6 +357,7 @@ def _check_train(cfg: TrainConfig, source: str) -> None:
         (s.lr > 0, "schedule.lr must be > 0"),
         (s.lr_schedule in ("cosine", "step", "constant"), "schedule.lr_schedule must be cosine, step or constant"),
         (0 <= cfg.augment.jpeg_quality_min <= 100, "augment.jpeg_quality_min must be 0-100"),
+        (0 <= cfg.augment.scale < 1, "augment.scale must be in [0, 1)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -14,12 +14,13 @@ from .. import __version__
 from .common import RESEARCH_NOTICE, HelpFormatter, add_verbosity, run_guarded, setup_logging
 
 # one module per subcommand, each with register(subparsers)
-SUBCOMMANDS = ["info", "tile", "synth", "train", "evaluate", "detect", "report", "summarize"]
+SUBCOMMANDS = ["info", "tile", "synth", "data", "train", "evaluate", "detect", "report", "summarize"]
 
 EPILOG = """examples:
   wsi info slide.svs
   wsi tile slide.svs --out work/slide
   wsi synth slide --out demo/ --size 8000
+  wsi data composite configs/starter_data.yaml --out data/starter
   wsi train configs/train_demo.yaml
   wsi detect work/slide/patches.zarr --model model.pt --out work/slide
   wsi report work/slide/detections.parquet --out work/slide

@@ -1,6 +1,6 @@
 """COCO patch datasets for training and evaluation, cytology augmentation, repeat-factor sampling.
 
-Dataset layout (what ``wsi synth dataset`` writes)::
+Dataset layout (what ``wsi data build`` / ``wsi data composite`` / ``wsi synth dataset`` write)::
 
     DIR/images/*.jpg
     DIR/annotations.json   COCO; categories = taxonomy classes in order, id = index + 1;
@@ -95,6 +95,8 @@ def build_augmentation(cfg: AugmentConfig):
             ops += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
         if cfg.rotate90:
             ops.append(A.RandomRotate90(p=0.5))
+        if cfg.scale > 0:
+            ops.append(A.Affine(scale=(1 - cfg.scale, 1 + cfg.scale), keep_ratio=True, border_mode=0, fill=245, p=0.5))
         if cfg.hsv_shift > 0:
             hue = int(round(cfg.hsv_shift * 180))
             ops.append(A.HueSaturationValue(hue_shift_limit=hue, sat_shift_limit=2 * hue, val_shift_limit=hue, p=0.5))

@@ -57,6 +57,7 @@ class DetectorSpec:
     fg_iou: float = 0.5  # RetinaNet matcher
     bg_iou: float = 0.4
     center_sampling_radius: float = 1.5  # FCOS
+    head_convs: int = 4  # FCOS: conv layers in each head branch (2 halves the head's cost on CPU)
     prior_prob: float = 0.01  # classification bias starts at -log((1 - pi) / pi)
     trainable_backbone_layers: int = 5
     frozen_batchnorm: bool = False  # True when starting from backbone weights
@@ -81,6 +82,8 @@ class DetectorSpec:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if len(self.anchor_sizes) != len(FPN_STRIDES):
             raise ValueError(f"anchor_sizes needs {len(FPN_STRIDES)} values (one per FPN level P3-P7)")
+        if not 1 <= self.head_convs <= 8:
+            raise ValueError("head_convs must be 1-8")
         if not 0 <= self.trainable_backbone_layers <= 5:
             raise ValueError("trainable_backbone_layers must be 0-5")
 
@@ -129,8 +132,9 @@ class FCOSLossHead(FCOSHead):
     Regression (GIoU) and centre-ness losses are torchvision's, normalised the same way.
     """
 
-    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, criterion: nn.Module, prior_prob: float):
-        super().__init__(in_channels, num_anchors, num_classes)
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, criterion: nn.Module, prior_prob: float,
+                 num_convs: int = 4):
+        super().__init__(in_channels, num_anchors, num_classes, num_convs=num_convs)
         self.classification_head.criterion = criterion
         nn.init.constant_(self.classification_head.cls_logits.bias, prior_bias(prior_prob))
         # torchvision decodes relu(bbox_reg(x)); with zero bias and a random backbone about half the
@@ -298,7 +302,7 @@ def build_detector(spec: DetectorSpec, criterion: nn.Module, backbone_weights: s
         )
     else:
         anchors = AnchorGenerator(tuple((s,) for s in FPN_STRIDES), ((1.0,),) * len(FPN_STRIDES))
-        head = FCOSLossHead(spec.fpn_channels, 1, spec.num_classes, criterion, spec.prior_prob)
+        head = FCOSLossHead(spec.fpn_channels, 1, spec.num_classes, criterion, spec.prior_prob, spec.head_convs)
         model = FCOS(
             backbone, spec.num_classes, anchor_generator=anchors, head=head,
             center_sampling_radius=spec.center_sampling_radius, **common,

@@ -87,7 +87,7 @@ def detector_spec(cfg: TrainConfig, num_classes: int) -> DetectorSpec:
     return DetectorSpec(
         num_classes=num_classes, detector=m.detector, backbone=m.backbone, image_size=cfg.patch_size,
         fpn_channels=m.fpn_channels, anchor_sizes=list(m.anchor_sizes), aspect_ratios=list(m.aspect_ratios),
-        prior_prob=m.prior_prob, trainable_backbone_layers=m.trainable_backbone_layers,
+        prior_prob=m.prior_prob, trainable_backbone_layers=m.trainable_backbone_layers, head_convs=m.head_convs,
         frozen_batchnorm=frozen, image_mean=list(entry.image_mean), image_std=list(entry.image_std),
     )
 

@@ -7,7 +7,7 @@ Example:
     '.svs'
 """
 
-from .dataset import DatasetSummary, extract_dataset
+from ..datasets.slides import DatasetSummary, extract_dataset
 from .slide import SynthSlide, generate_slide
 from .training import make_training_set
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import CONFIG_DIR, _merge, from_dict, read_yaml
+from ..config import CONFIG_DIR, from_dict, merge, read_yaml
 from ..errors import ConfigError
 from ..taxonomy import Taxonomy, load_taxonomy
 
@@ -63,7 +63,7 @@ def load_synth_config(path: str | Path | None = None, taxonomy: Taxonomy | None 
     data = read_yaml(DEFAULT_SYNTH_CONFIG)
     source = str(DEFAULT_SYNTH_CONFIG)
     if path is not None:
-        data = _merge(data, read_yaml(path))
+        data = merge(data, read_yaml(path))
         source = str(path)
     cfg = from_dict(SynthConfig, data, "", source)
     _check(cfg, taxonomy or load_taxonomy(), source)

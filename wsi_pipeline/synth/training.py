@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..taxonomy import load_taxonomy
 from .config import SynthConfig, load_synth_config
-from .dataset import DatasetSummary, extract_dataset
+from ..datasets.slides import DatasetSummary, extract_dataset
 from .slide import generate_slide
 
 

@@ -31,8 +31,8 @@ from tqdm import tqdm
 from ..errors import ArtifactError
 from ..io import open_slide
 from ..taxonomy import Taxonomy, load_taxonomy
-from .config import SynthConfig, load_synth_config
-from .truth import Annotation, categories, load_annotations
+from ..synth.config import SynthConfig, load_synth_config
+from .annotations import Annotation, categories, load_annotations
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,90 @@
+"""`wsi data`: turn real annotations into training sets at the model's resolution.
+
+  composite  real labelled crops pasted onto real backgrounds, with negatives pasted the same way
+             (configs/starter_data.yaml; how and why: docs/training.md)
+  build      patches + boxes cut from annotated slides or images (QuPath GeoJSON, ASAP XML - e.g. a
+             corrected `wsi report` export - or COCO JSON)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import RESEARCH_NOTICE, HelpFormatter
+
+EPILOG = """examples:
+  wsi data composite configs/starter_data.yaml --out data/starter                 # train/ and test/ sets
+  wsi data composite configs/starter_data.yaml --out data/small --images 200 --split train
+  wsi data build --out data/lab --slide a.svs --annotations a.geojson --slide b.svs --annotations b.xml
+  wsi data build --out data/fields --slide field.jpg --annotations field.geojson --mpp 0.3 --target-mpp 0.5
+
+Each set gets images/ and annotations.json (COCO, taxonomy classes, written last); train with
+`wsi train CONFIG --data DIR`.
+
+""" + RESEARCH_NOTICE
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("data", help="make training sets from real annotations (composited crops, annotated slides)",
+                       description=__doc__, epilog=EPILOG, formatter_class=HelpFormatter)
+    inner = p.add_subparsers(dest="data_command", metavar="WHAT", required=True)
+    c = inner.add_parser("composite", help="paste real labelled crops onto real backgrounds",
+                         formatter_class=HelpFormatter, epilog=EPILOG)
+    c.add_argument("config", type=Path, help="composite-set YAML (see configs/starter_data.yaml)")
+    c.add_argument("--out", required=True, type=Path, help="output folder; gets <split>/ per split")
+    c.add_argument("--split", choices=["train", "test", "both"], default="both", help="which split to write")
+    c.add_argument("--images", type=int, default=None, help="images per split (overrides the config's images)")
+    c.add_argument("--test-images", type=int, default=None, help="images of the test split (default: a quarter of --images)")
+    c.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
+    c.set_defaults(func=run_composite)
+    b = inner.add_parser("build", help="cut a patch set from annotated slides or images", formatter_class=HelpFormatter,
+                         epilog=EPILOG)
+    b.add_argument("--out", required=True, type=Path, help="dataset folder")
+    b.add_argument("--slide", action="append", type=Path, default=[], required=True,
+                   help="a slide or image (repeat, one per --annotations)")
+    b.add_argument("--annotations", action="append", type=Path, default=[], required=True,
+                   help="its annotations: QuPath GeoJSON, ASAP XML or COCO JSON, in level-0 pixels")
+    b.add_argument("--mpp", type=float, default=None, help="um/px of the given slides when the files lack it (images)")
+    b.add_argument("--target-mpp", type=float, default=None, help="um/px of the patches (default: configs/synth.yaml dataset)")
+    b.add_argument("--patch-size", type=int, default=None, help="patch edge, px")
+    b.add_argument("--background-ratio", type=float, default=None, help="normal-only patches kept per patch with a rare cell")
+    b.add_argument("--seed", type=int, default=0, help="random seed of the background patch sample")
+    b.add_argument("--config", type=Path, default=None, help="YAML overriding configs/synth.yaml (label aliases, dataset)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
+    b.set_defaults(func=run_build)
+    return p
+
+
+def run_composite(args: argparse.Namespace) -> int:
+    from ..datasets.composite import build_composite_set, load_composite_config  # noqa: PLC0415
+
+    over: dict = {}
+    if args.seed is not None:
+        over["seed"] = args.seed
+    cfg = load_composite_config(args.config, over)
+    splits = ["train", "test"] if args.split == "both" else [args.split]
+    for split in splits:
+        images = args.images if args.images is not None else cfg.images
+        if split == "test":
+            images = args.test_images if args.test_images is not None else max(1, images // 4)
+        cfg.images = images
+        summary = build_composite_set(cfg, args.out / split, split, progress=not args.no_progress)
+        print(f"{split}: {summary.out_dir / 'annotations.json'} ({summary.n_images} images)")
+        print(summary.table())
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ..datasets.slides import extract_dataset  # noqa: PLC0415
+    from ..errors import ConfigError  # noqa: PLC0415
+
+    if len(args.slide) != len(args.annotations):
+        raise ConfigError(None, "give one --annotations file per --slide")
+    summary = extract_dataset(list(zip(args.slide, args.annotations)), args.out, args.target_mpp, args.patch_size,
+                              args.background_ratio, args.seed, args.config, slide_mpp=args.mpp,
+                              progress=not args.no_progress)
+    print(f"dataset: {summary.annotations_path} ({summary.n_images} patches)")
+    print(summary.table())
+    return 0
