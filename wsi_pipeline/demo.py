@@ -1,14 +1,14 @@
-"""The demo: a synthetic TCT slide with planted abnormal cells, the demo model, the whole pipeline.
+"""The demo: a synthetic TCT slide with planted real abnormal cells, the bundled starter model, the whole pipeline.
 
-The demo model is trained by ``wsi train`` (``configs/train_demo.yaml``) on synthetic slides the first
-time it is needed (a few minutes on 2 CPU cores) and cached under ``$WSI_PIPELINE_CACHE``
-(default ``~/.cache/wsi_pipeline``). It has only seen synthetic cells: it shows the pipeline
-working, it is not a model for real slides.
+The slide's normal and inflammatory cells are drawn; its abnormal cells are real crops pasted in
+(composited mode), taken only from the crops held out of the starter model's training set, so the
+printed recall is measured on cells the model never saw. Without the crops folder (a checkout outside
+this workplace: pass ``--crops`` or set ``WSI_CROPS``) the abnormal cells are drawn too, and the recall
+says little about real cells. Nothing is trained at run time.
 
 Example:
-    >>> from wsi_pipeline.demo import cache_dir
-    >>> cache_dir().name
-    'wsi_pipeline'
+    >>> default_crops_dir().name
+    'cell_crops'
 """
 
 from __future__ import annotations
@@ -16,64 +16,30 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .config import load_config, load_train_config
+from .config import load_config
 from .errors import WsiError
+from .models.bundled import starter_model_path
 from .pipeline import RunOptions, run_slide
 from .taxonomy import CONFIG_DIR, load_taxonomy
 
 log = logging.getLogger(__name__)
 
-DEMO_TRAIN_CONFIG = CONFIG_DIR / "train_demo.yaml"
 DEMO_SYNTH_CONFIG = CONFIG_DIR / "synth_demo.yaml"
 DEMO_SLIDE_SIZE = 10_000  # px at 0.25 um/px: a 2.5 x 2.5 mm piece of a preparation
 DEMO_SLIDE_SEED = 2026
-TRAIN_SLIDES, TRAIN_SLIDE_SIZE, TRAIN_SEED = 4, 6000, 100  # never the demo slide's seed
 HIGH_GRADE = ("ASC-H", "HSIL", "SCC")
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("WSI_PIPELINE_CACHE", Path.home() / ".cache" / "wsi_pipeline"))
-
-
-def default_model_path(build_if_missing: bool = True, progress: bool = True) -> Path:
-    """The demo model's checkpoint, trained on first use when ``build_if_missing``."""
-    path = cache_dir() / "demo_model.pt"
-    if not path.is_file():
-        if not build_if_missing:
-            raise WsiError(path, "demo model not built yet; run `wsi-run --demo` or pass --model")
-        build_demo_model(path, progress=progress)
-    return path
-
-
-def build_demo_model(path: Path, progress: bool = True) -> Path:
-    """Generate a synthetic training set and train the demo detector into ``path``."""
-    from .models.training import train
-    from .synth import make_training_set
-
-    cfg = load_train_config(DEMO_TRAIN_CONFIG)
-    work = cache_dir() / "demo_training"
-    data_dir = work / "dataset"
-    if not (data_dir / "annotations.json").is_file():
-        log.info("building the demo training set (%d synthetic slides)", TRAIN_SLIDES)
-        make_training_set(data_dir, n_slides=TRAIN_SLIDES, size_px=TRAIN_SLIDE_SIZE, target_mpp=cfg.target_mpp,
-                          patch_size=cfg.patch_size, seed=TRAIN_SEED, config=DEMO_SYNTH_CONFIG, progress=progress)
-    cfg = load_train_config(DEMO_TRAIN_CONFIG, overrides={"train_data": str(data_dir), "out": str(work / "run")})
-    log.info("training the demo model (%s + %s, %d epochs); a few minutes on CPU",
-             cfg.model.detector, cfg.loss.name, cfg.schedule.epochs)
-    run_dir = work / "run"
-    result = train(cfg, out_dir=run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
-    tmp = path.with_suffix(".pt.tmp")
-    shutil.copyfile(result.model_path, tmp)
-    os.replace(tmp, path)
-    log.info("demo model cached at %s", path)
-    return path
+def default_crops_dir() -> Path:
+    """``$WSI_CROPS``, else ``../shared/data/cytology/cell_crops`` beside the project checkout."""
+    env = os.environ.get("WSI_CROPS")
+    return Path(env) if env else CONFIG_DIR.parent.parent / "shared" / "data" / "cytology" / "cell_crops"
 
 
 @dataclass
@@ -111,16 +77,22 @@ def _box(feature: dict) -> tuple[float, float, float, float]:
     return pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()
 
 
-def run_demo(out: Path, device: str = "auto", progress: bool = True) -> int:
-    """Synthetic slide -> demo model -> ``wsi-run``; prints the report path and the high-grade recall."""
+def run_demo(out: Path, device: str = "auto", progress: bool = True, model: Path | None = None,
+             crops: Path | None = None) -> int:
+    """Synthetic slide with held-out real crops -> starter model -> ``wsi-run``; prints the report path and
+    the planted high-grade recall."""
     from .synth import generate_slide
 
     started = time.perf_counter()
     out = Path(out)
-    model = default_model_path(progress=progress)
+    model = model or starter_model_path()
+    crops = crops or default_crops_dir()
+    if not crops.is_dir():
+        log.warning("crops folder %s not found: abnormal cells will be drawn, not real (pass --crops)", crops)
+        crops = None
     slide_dir = out / "slides"
     slide = generate_slide(slide_dir, DEMO_SLIDE_SIZE, seed=DEMO_SLIDE_SEED, config=DEMO_SYNTH_CONFIG,
-                           name="demo_tct", progress=progress)
+                           crops_dir=crops, crops_split="test" if crops else None, name="demo_tct", progress=progress)
     log.info("demo slide: %s (planted: %s)", slide.slide_path,
              ", ".join(f"{k} {v}" for k, v in slide.counts.items() if v))
     opts = RunOptions(model=model, device=device, progress=progress)
@@ -128,12 +100,13 @@ def run_demo(out: Path, device: str = "auto", progress: bool = True) -> int:
     if not outcome.ok:
         raise WsiError(slide.slide_path, f"demo run failed: {outcome.reason}")
     recall = high_grade_recall(slide.geojson_path, Path(outcome.out_dir) / "cells.geojson")
-    print(f"demo slide: {slide.slide_path}")
+    kind = "real held-out crops" if crops else "drawn cells (no crops folder)"
+    print(f"demo slide: {slide.slide_path} (abnormal cells: {kind})")
+    print(f"model: {model}")
     print(f"category: {outcome.category} (truth: most severe planted class {slide.most_severe}); "
           f"suspicion {outcome.suspicion:.3f}")
     print(f"planted high-grade cells (ASC-H/HSIL/SCC) found: {recall.found}/{recall.planted} "
           f"(recall {recall.recall:.2f})")
     print(f"report: {outcome.report_html}")
-    print(f"demo finished in {time.perf_counter() - started:.0f} s. Demo model trained on synthetic cells only: "
-          "not for clinical use.")
+    print(f"demo finished in {time.perf_counter() - started:.0f} s. Research use only: not for clinical use.")
     return 0

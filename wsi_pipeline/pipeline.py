@@ -35,7 +35,7 @@ SLIDE_EXTENSIONS = {
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".ome.tif",
     ".ome.tiff",
 }
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
 STORE_NAME = "patches.zarr"
 DETECTIONS_NAME = "detections.parquet"
 REPORT_NAME = "report.json"

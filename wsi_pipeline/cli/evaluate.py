@@ -1,4 +1,5 @@
-"""`wsi evaluate`: COCO mAP, per-class AP and rare-class mAP of a model on a patch dataset."""
+"""`wsi evaluate`: COCO mAP, per-class AP and rare-class mAP of a model on a patch dataset; or, with
+--cells, nucleus hits of a slide's detections against annotated cells (real fields, CRIC-style points)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from .common import RESEARCH_NOTICE, HelpFormatter
 EPILOG = """examples:
   wsi evaluate runs/demo/model.pt demo_out/dataset
   wsi evaluate model.pt data/longtail/test --json results/eval.json --batch-size 16
+  wsi evaluate --cells out/field1/detections.parquet --truth field1.geojson \
+               --cells out/field2/detections.parquet --truth field2.geojson     # pooled over fields
+
+Nucleus-hit mode (--cells): a truth cell is found when a detection that counts at the report
+thresholds (configs/default.yaml report section, or --config) contains its centre. Prints per-class
+recall, abnormal recall (found by any abnormal class) and the fraction of NILM nuclei flagged abnormal.
 
 Prints a per-class AP table (AP over IoU .50:.95 and AP at IoU .50); classes marked * are the
 abnormal (rare) classes of the taxonomy, whose mean AP is reported separately. The same numbers
@@ -22,8 +29,13 @@ go to the JSON file (default: evaluation.json next to the checkpoint).
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="COCO mAP and per-class AP of a model on a patch dataset",
                        description=__doc__, epilog=EPILOG, formatter_class=HelpFormatter)
-    p.add_argument("checkpoint", help="model checkpoint written by `wsi train` (model.pt)")
-    p.add_argument("dataset", help="COCO patch dataset folder (images/ + annotations.json)")
+    p.add_argument("checkpoint", nargs="?", help="model checkpoint written by `wsi train` (model.pt)")
+    p.add_argument("dataset", nargs="?", help="COCO patch dataset folder (images/ + annotations.json)")
+    p.add_argument("--cells", action="append", type=Path, default=[], metavar="DETECTIONS",
+                   help="nucleus-hit mode: a detections.parquet (repeat, one per --truth)")
+    p.add_argument("--truth", action="append", type=Path, default=[],
+                   help="annotated cells for --cells: GeoJSON, ASAP XML or COCO, level-0 px")
+    p.add_argument("--config", type=Path, default=None, help="pipeline YAML whose report thresholds apply (--cells)")
     p.add_argument("--json", help="where to write the metrics (default: <checkpoint>.evaluation.json)")
     p.add_argument("--batch-size", type=int, default=8, help="patches per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -32,7 +44,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ArtifactError  # noqa: PLC0415
+    from ..errors import ArtifactError, ConfigError  # noqa: PLC0415
+
+    if args.cells or args.truth:
+        return run_cells(args)
+    if not args.checkpoint or not args.dataset:
+        raise ConfigError(None, "give CHECKPOINT and DATASET, or --cells DETECTIONS --truth FILE")
     from ..models.checkpoint import load_checkpoint  # noqa: PLC0415
     from ..models.data import CocoPatchDataset, check_classes  # noqa: PLC0415
     from ..models.evaluation import evaluate_detector  # noqa: PLC0415
@@ -54,4 +71,32 @@ def run(args: argparse.Namespace) -> int:
               **evaluation.to_dict()}
     out.write_text(json.dumps(record, indent=2))
     print(f"metrics written to {out}")
+    return 0
+
+
+def run_cells(args: argparse.Namespace) -> int:
+    from ..aggregate.summary import class_thresholds  # noqa: PLC0415
+    from ..config import load_config  # noqa: PLC0415
+    from ..datasets.annotations import load_annotations  # noqa: PLC0415
+    from ..errors import ConfigError  # noqa: PLC0415
+    from ..models.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations  # noqa: PLC0415
+    from ..store.detections import read_detections  # noqa: PLC0415
+    from ..synth.config import load_synth_config  # noqa: PLC0415
+    from ..taxonomy import load_taxonomy  # noqa: PLC0415
+
+    if len(args.cells) != len(args.truth):
+        raise ConfigError(None, "give one --truth file per --cells detections table")
+    cfg = load_config(args.config)
+    taxonomy = load_taxonomy(cfg.taxonomy or None)
+    thresholds, _ = class_thresholds(taxonomy, cfg.report)
+    aliases = load_synth_config(None, taxonomy).label_aliases
+    pooled = NucleusHitResult()
+    for det_path, truth_path in zip(args.cells, args.truth):
+        det = read_detections(det_path)
+        truth = truth_from_annotations(load_annotations(truth_path, taxonomy, aliases))
+        pooled = pooled.add(nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth))
+    print(pooled.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(pooled.to_dict(), indent=2))
+        print(f"metrics written to {args.json}")
     return 0

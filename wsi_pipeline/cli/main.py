@@ -14,7 +14,7 @@ from .. import __version__
 from .common import RESEARCH_NOTICE, HelpFormatter, add_verbosity, run_guarded, setup_logging
 
 # one module per subcommand, each with register(subparsers)
-SUBCOMMANDS = ["info", "tile", "synth", "data", "train", "evaluate", "detect", "report", "summarize"]
+SUBCOMMANDS = ["info", "tile", "synth", "data", "train", "evaluate", "model", "detect", "report", "summarize"]
 
 EPILOG = """examples:
   wsi info slide.svs

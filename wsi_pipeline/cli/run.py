@@ -18,7 +18,7 @@ from .common import RESEARCH_NOTICE, HelpFormatter, add_verbosity, run_guarded, 
 log = logging.getLogger("wsi_pipeline.run")
 
 EPILOG = """examples:
-  wsi-run --demo                                  # synthetic slide + demo model, end to end
+  wsi-run --demo                                  # synthetic slide with real cells + starter model, end to end
   wsi-run slide.svs --out results/                # one slide -> results/slide/report.html
   wsi-run slides/ --out results/                  # every slide in a folder; see results/index.html
   wsi-run 'scans/*.ndpi' list.txt --out results/  # globs and text files listing slides
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="slide files, folders, globs, or .txt files listing slides")
     p.add_argument("--out", type=Path, default=Path("wsi_out"), help="output folder (one sub-folder per slide)")
     p.add_argument("--model", type=Path, default=None,
-                   help="detector checkpoint from `wsi train` (default: the synthetic demo model, built on first use)")
+                   help="detector checkpoint from `wsi train` (default: the bundled starter model, docs/model_card.md)")
     p.add_argument("--config", type=Path, default=None, help="pipeline YAML overriding configs/default.yaml")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--scheduler", default=None,
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delete-store", action="store_true", help="delete each patch store once its report is written")
     p.add_argument("--dry-run", action="store_true", help="print the plan (slides, patches, disk) and exit")
     p.add_argument("--demo", action="store_true", help="generate a synthetic TCT slide and run the pipeline on it")
+    p.add_argument("--crops", type=Path, default=None,
+                   help="--demo: real crops folder <class>/*.jpg pasted into the demo slide "
+                        "(default: $WSI_CROPS or ../shared/data/cytology/cell_crops)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.add_argument("--version", action="version", version=f"wsi_pipeline {__version__}")
     add_verbosity(p)
@@ -68,14 +71,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..demo import default_model_path, run_demo
+    from ..demo import run_demo
+    from ..models.bundled import starter_model_path
 
     if args.demo:
-        return run_demo(args.out, device=args.device, progress=not args.no_progress)
+        return run_demo(args.out, device=args.device, progress=not args.no_progress, model=args.model, crops=args.crops)
     cfg = load_config(args.config)
-    model = args.model or default_model_path(build_if_missing=not args.dry_run)
+    model = args.model or starter_model_path()
     if args.model is None:
-        log.warning("using the demo model (%s): trained on synthetic cells only, NOT for clinical use", model)
+        log.info("using the bundled starter model (%s): research use only, limits in docs/model_card.md", model.name)
     opts = RunOptions(model=model, device=args.device, scheduler=args.scheduler, workers=args.workers, mpp=args.mpp,
                       force=args.force, keep_store=not args.delete_store, progress=not args.no_progress)
     slides = find_slides(args.inputs, include_images=args.mpp is not None)

@@ -158,3 +158,35 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     detector.to(device).eval()
     meta = dict(meta, sha256=file_sha256(path), path=str(path))
     return LoadedModel(detector=detector, meta=meta, training_state=payload.get("training_state"))
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True, model_card: dict[str, Any] | None = None) -> Path:
+    """A deployable copy of checkpoint ``src``: no training state, floating-point weights in fp16 when
+    ``half`` (halves the file; loading casts them back to fp32), optional ``meta["model_card"]``.
+
+    Example:
+        >>> import tempfile, os
+        >>> from wsi_pipeline.models.detector import DetectorSpec, build_detector
+        >>> from wsi_pipeline.models.losses import build_loss
+        >>> d = tempfile.mkdtemp()
+        >>> det = build_detector(DetectorSpec(num_classes=2, fpn_channels=32, image_size=64), build_loss("focal", 2))
+        >>> _ = save_checkpoint(os.path.join(d, "m.pt"), det, class_names=["A", "B"], target_mpp=1.0, patch_size=64,
+        ...                     loss_name="focal", loss_params={}, training_state={"epoch": 1})
+        >>> out = export_checkpoint(os.path.join(d, "m.pt"), os.path.join(d, "m16.pt"), model_card={"name": "x"})
+        >>> loaded = load_checkpoint(out)
+        >>> loaded.training_state is None, loaded.meta["model_card"]["name"], loaded.meta["weights_dtype"]
+        (True, 'x', 'float16')
+    """
+    payload = read_checkpoint_file(src)
+    payload.pop("training_state", None)
+    if half:
+        payload["model"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()}
+    payload["meta"] = dict(payload["meta"], weights_dtype="float16" if half else "float32")
+    if model_card is not None:
+        payload["meta"]["model_card"] = model_card
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".partial")
+    torch.save(payload, tmp)
+    os.replace(tmp, dst)
+    return dst

@@ -36,13 +36,23 @@ class CropBank:
     cfg: CompositeConfig
 
     @classmethod
-    def load(cls, crops_dir: str | Path, cfg: CompositeConfig) -> "CropBank":
+    def load(cls, crops_dir: str | Path, cfg: CompositeConfig, split: str | None = None,
+             test_fraction: float = 0.2) -> "CropBank":
+        """Crops by class; ``split`` ("train" / "test") keeps only that side of the crop-level split
+        that ``wsi data composite`` uses, so a demo slide can hold crops the starter model never saw."""
+        from ..datasets.composite import split_files  # noqa: PLC0415
+
         root = Path(crops_dir)
         if not root.is_dir():
             raise ConfigError(root, "crops folder not found")
         crops: dict[str, list[str]] = {}
         for folder, name in cfg.crop_classes.items():
-            files = sorted(str(p) for p in (root / folder).glob("*.jpg")) if (root / folder).is_dir() else []
+            if not (root / folder).is_dir():
+                continue
+            if split is None:
+                files = sorted(str(p) for p in (root / folder).glob("*.jpg"))
+            else:
+                files = [str(p) for p in split_files(root / folder, split, test_fraction)]
             if files:
                 crops.setdefault(name, []).extend(files)
         if not crops:

@@ -41,6 +41,7 @@ def generate_slide(
     mpp: float = 0.25,
     config: SynthConfig | str | Path | None = None,
     crops_dir: str | Path | None = None,
+    crops_split: str | None = None,
     name: str | None = None,
     taxonomy: Taxonomy | None = None,
     progress: bool = True,
@@ -48,7 +49,8 @@ def generate_slide(
     """Write ``<name>.svs`` (square, ``size_px`` per side) and its ground truth into ``out_dir``.
 
     With ``crops_dir`` the rare classes are real crops pasted in (composited mode); normal and
-    inflammatory cells stay synthetic. Same arguments, same bytes of ground truth.
+    inflammatory cells stay synthetic; ``crops_split`` ("test") pastes only the crops held out of
+    ``wsi data composite`` training sets. Same arguments, same bytes of ground truth.
 
     Example:
         >>> s = generate_slide("/tmp/synth", 2048, seed=1, progress=False)  # doctest: +SKIP
@@ -63,7 +65,7 @@ def generate_slide(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = name or f"synth_s{seed}_{size_px}"
-    bank = CropBank.load(crops_dir, cfg.composite) if crops_dir else None
+    bank = CropBank.load(crops_dir, cfg.composite, split=crops_split) if crops_dir else None
 
     def crop_box(class_name: str, index: int):
         import numpy as np

@@ -1,0 +1,70 @@
+"""`wsi model`: look inside a detector checkpoint, or export a deployable copy of one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .common import RESEARCH_NOTICE, HelpFormatter
+
+EPILOG = """examples:
+  wsi model info                                   # the bundled starter model
+  wsi model info runs/starter/model.pt
+  wsi model export runs/starter/model.pt my_model.pt --card docs/card.json   # fp16, no training state
+
+""" + RESEARCH_NOTICE
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("model", help="show or export a detector checkpoint", description=__doc__, epilog=EPILOG,
+                       formatter_class=HelpFormatter)
+    inner = p.add_subparsers(dest="model_command", metavar="WHAT", required=True)
+    i = inner.add_parser("info", help="architecture, classes, resolution and training of a checkpoint",
+                         formatter_class=HelpFormatter, epilog=EPILOG)
+    i.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint (default: the bundled starter model)")
+    i.set_defaults(func=run_info)
+    e = inner.add_parser("export", help="deployable copy: fp16 weights, no optimizer state",
+                         formatter_class=HelpFormatter, epilog=EPILOG)
+    e.add_argument("checkpoint", type=Path, help="checkpoint written by `wsi train` (model.pt)")
+    e.add_argument("out", type=Path, help="exported checkpoint")
+    e.add_argument("--fp32", action="store_true", help="keep float32 weights (twice the size)")
+    e.add_argument("--card", type=Path, default=None, help="JSON file stored as the checkpoint's model card")
+    e.set_defaults(func=run_export)
+    return p
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from ..models.bundled import starter_model_path  # noqa: PLC0415
+    from ..models.checkpoint import file_sha256, read_checkpoint_file  # noqa: PLC0415
+
+    path = args.checkpoint or starter_model_path()
+    meta = read_checkpoint_file(path)["meta"]
+    arch = meta["architecture"]
+    print(f"checkpoint: {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {file_sha256(path)[:12]})")
+    print(f"detector:   {arch['detector']} on {arch['backbone']}, {arch['image_size']} px patches at "
+          f"{meta['target_mpp']} um/px, weights {meta.get('weights_dtype', 'float32')}")
+    print(f"classes:    {', '.join(meta['taxonomy'])}")
+    print(f"loss:       {meta['loss']['name']}")
+    training = meta.get("training") or {}
+    if training:
+        print(f"training:   {json.dumps({k: training[k] for k in sorted(training) if k != 'metrics'})[:400]}")
+    card = meta.get("model_card")
+    if card:
+        print(f"model card: {json.dumps(card)[:600]}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..errors import ArtifactError  # noqa: PLC0415
+    from ..models.checkpoint import export_checkpoint  # noqa: PLC0415
+
+    card = None
+    if args.card is not None:
+        try:
+            card = json.loads(args.card.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(args.card, f"model card must be a readable JSON file ({exc.__class__.__name__})") from None
+    out = export_checkpoint(args.checkpoint, args.out, half=not args.fp32, model_card=card)
+    print(f"{out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0

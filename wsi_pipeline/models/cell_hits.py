@@ -1,0 +1,179 @@
+"""Cell-level evaluation on real fields: nucleus hits and circled-cell ranking.
+
+Real annotations rarely match a detector's boxes: CRIC marks a nucleus with a 64 px square around
+its centre, a reader circles an abnormal cell by hand. So a truth cell counts as **found** when a
+detection that *counts* (its score at or above its class's report threshold, exactly as the slide
+report counts cells) contains the truth cell's centre:
+
+* per-class recall: found by a counted detection of the same class;
+* abnormal recall: an abnormal truth cell found by a counted detection of any abnormal class;
+* NILM flagged: a NILM truth nucleus whose centre lies in a counted abnormal detection.
+
+For fields where only the abnormal cells are circled (``tct_marked``), :func:`circle_ranking` asks
+whether the most suspicious detection (highest abnormal-class score, thresholds not applied) lies in a
+circle, and how many counted abnormal detections fall outside every circle.
+
+Example:
+    >>> import numpy as np
+    >>> from wsi_pipeline.taxonomy import load_taxonomy
+    >>> tax = load_taxonomy()
+    >>> boxes = np.array([[0, 0, 20, 20], [50, 50, 70, 70]], np.float32)
+    >>> labels, scores = np.array([tax.index("LSIL"), tax.index("HSIL")]), np.array([0.9, 0.3], np.float32)
+    >>> truth = [TruthCell(10, 10, "LSIL"), TruthCell(60, 60, "HSIL"), TruthCell(100, 100, "NILM")]
+    >>> r = nucleus_hits(boxes, labels, scores, [0.5] * len(tax.names), tax, truth)
+    >>> r.per_class["LSIL"].found, r.per_class["HSIL"].found, r.abnormal_found, r.abnormal_total
+    (1, 0, 1, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..taxonomy import Taxonomy
+
+
+@dataclass(frozen=True)
+class TruthCell:
+    """An annotated cell's centre (level-0 px) and class."""
+
+    x: float
+    y: float
+    class_name: str
+
+
+@dataclass
+class ClassHits:
+    total: int = 0
+    found: int = 0  # by a counted detection of the same class
+    found_abnormal: int = 0  # by a counted detection of any abnormal class
+
+    @property
+    def recall(self) -> float | None:
+        return self.found / self.total if self.total else None
+
+
+@dataclass
+class NucleusHitResult:
+    per_class: dict[str, ClassHits] = field(default_factory=dict)
+    abnormal_total: int = 0
+    abnormal_found: int = 0
+    nilm_total: int = 0
+    nilm_flagged: int = 0
+
+    @property
+    def abnormal_recall(self) -> float | None:
+        return self.abnormal_found / self.abnormal_total if self.abnormal_total else None
+
+    @property
+    def nilm_flagged_fraction(self) -> float | None:
+        return self.nilm_flagged / self.nilm_total if self.nilm_total else None
+
+    def add(self, other: "NucleusHitResult") -> "NucleusHitResult":
+        """Pool the counts of two fields."""
+        out = NucleusHitResult({k: ClassHits(**asdict(v)) for k, v in self.per_class.items()},
+                               self.abnormal_total + other.abnormal_total, self.abnormal_found + other.abnormal_found,
+                               self.nilm_total + other.nilm_total, self.nilm_flagged + other.nilm_flagged)
+        for name, hits in other.per_class.items():
+            mine = out.per_class.setdefault(name, ClassHits())
+            mine.total += hits.total
+            mine.found += hits.found
+            mine.found_abnormal += hits.found_abnormal
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "per_class": {k: {**asdict(v), "recall": v.recall} for k, v in self.per_class.items()},
+            "abnormal_total": self.abnormal_total, "abnormal_found": self.abnormal_found,
+            "abnormal_recall": self.abnormal_recall, "nilm_total": self.nilm_total,
+            "nilm_flagged": self.nilm_flagged, "nilm_flagged_fraction": self.nilm_flagged_fraction,
+        }
+
+    def table(self) -> str:
+        lines = [f"{'class':<8} {'cells':>6} {'found':>6} {'recall':>7} {'as abnormal':>12}"]
+        for name, h in self.per_class.items():
+            recall = f"{h.recall:.2f}" if h.recall is not None else "-"
+            lines.append(f"{name:<8} {h.total:>6} {h.found:>6} {recall:>7} {h.found_abnormal:>12}")
+        ar = f"{self.abnormal_recall:.2f}" if self.abnormal_recall is not None else "-"
+        nf = f"{self.nilm_flagged_fraction:.2f}" if self.nilm_flagged_fraction is not None else "-"
+        lines.append(f"abnormal recall {ar} ({self.abnormal_found}/{self.abnormal_total}); "
+                     f"NILM flagged abnormal {nf} ({self.nilm_flagged}/{self.nilm_total})")
+        return "\n".join(lines)
+
+
+def _contains(boxes: np.ndarray, x: float, y: float) -> np.ndarray:
+    return (boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3])
+
+
+def nucleus_hits(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, thresholds: list[float],
+                 taxonomy: Taxonomy, truth: list[TruthCell]) -> NucleusHitResult:
+    """Count truth cells found by counted detections (see the module docstring)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    labels = np.asarray(labels, np.int64)
+    counted = np.asarray(scores, np.float32) >= np.asarray(thresholds, np.float32)[labels] if len(labels) else np.zeros(0, bool)
+    abnormal_idx = {taxonomy.index(n) for n in taxonomy.abnormal_names()}
+    is_abnormal = np.isin(labels, list(abnormal_idx)) & counted
+    result = NucleusHitResult()
+    for cell in truth:
+        hits = result.per_class.setdefault(cell.class_name, ClassHits())
+        inside = _contains(boxes, cell.x, cell.y)
+        same = bool((inside & counted & (labels == taxonomy.index(cell.class_name))).any())
+        any_abnormal = bool((inside & is_abnormal).any())
+        hits.total += 1
+        hits.found += same
+        hits.found_abnormal += any_abnormal
+        if taxonomy.index(cell.class_name) in abnormal_idx:
+            result.abnormal_total += 1
+            result.abnormal_found += any_abnormal
+        elif cell.class_name == taxonomy.names[0]:
+            result.nilm_total += 1
+            result.nilm_flagged += any_abnormal
+    return result
+
+
+@dataclass
+class CircleRanking:
+    top_in_circle: bool | None  # None: no abnormal detection at all
+    top_score: float | None
+    counted_abnormal: int
+    counted_abnormal_outside: int
+
+
+def circle_ranking(boxes: np.ndarray, class_scores: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                   thresholds: list[float], taxonomy: Taxonomy, circles: list[tuple[float, float, float, float]]) -> CircleRanking:
+    """Is the most suspicious detection's centre inside a circled box; counted abnormal calls outside circles.
+
+    Example:
+        >>> import numpy as np
+        >>> from wsi_pipeline.taxonomy import load_taxonomy
+        >>> tax = load_taxonomy()
+        >>> cs = np.zeros((2, len(tax.names)), np.float32); cs[0, tax.index("HSIL")] = 0.8; cs[1, tax.index("LSIL")] = 0.6
+        >>> boxes = np.array([[0, 0, 10, 10], [100, 100, 120, 120]], np.float32)
+        >>> r = circle_ranking(boxes, cs, cs.argmax(1), cs.max(1), [0.5] * len(tax.names), tax, [(90, 90, 130, 130)])
+        >>> r.top_in_circle, r.counted_abnormal, r.counted_abnormal_outside
+        (False, 2, 1)
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    abnormal = [taxonomy.index(n) for n in taxonomy.abnormal_names()]
+    labels = np.asarray(labels, np.int64)
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1) if len(boxes) else np.zeros((0, 2))
+
+    def in_any_circle(i: int) -> bool:
+        x, y = centres[i]
+        return any(c[0] <= x <= c[2] and c[1] <= y <= c[3] for c in circles)
+
+    counted = (np.asarray(scores, np.float32) >= np.asarray(thresholds, np.float32)[labels]) & np.isin(labels, abnormal) \
+        if len(labels) else np.zeros(0, bool)
+    outside = sum(1 for i in np.nonzero(counted)[0] if not in_any_circle(int(i)))
+    if not len(boxes):
+        return CircleRanking(None, None, 0, 0)
+    suspicion = np.asarray(class_scores, np.float32)[:, abnormal].max(1)
+    top = int(suspicion.argmax())
+    return CircleRanking(in_any_circle(top), float(suspicion[top]), int(counted.sum()), int(outside))
+
+
+def truth_from_annotations(annotations) -> list[TruthCell]:
+    """Centres of :class:`~wsi_pipeline.datasets.annotations.Annotation` boxes."""
+    return [TruthCell((a.box[0] + a.box[2]) / 2, (a.box[1] + a.box[3]) / 2, a.class_name) for a in annotations]
