@@ -244,7 +244,7 @@ def _check_report(r: ReportConfig, source: str) -> None:
 
 @dataclass
 class ModelConfig:
-    detector: str = "retinanet"  # retinanet | fcos
+    detector: str = "retinanet"  # retinanet | fcos (models/detector.py FAMILIES)
     backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50 | efficientnet_lite0 (models/backbones.py)
     # initial backbone weights: "" (from scratch) | imagenet (bundled with an installed package, e.g.
     # EfficientNet-Lite0) | torchvision:<Weights enum> (downloads: needs network) | path to a state dict
@@ -334,11 +334,12 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
 
 def _check_train(cfg: TrainConfig, source: str) -> None:
     from .models.backbones import BACKBONES  # noqa: PLC0415 (keeps torch out of config import time)
+    from .models.detector import FAMILIES  # noqa: PLC0415
     from .models.losses import LOSSES  # noqa: PLC0415
 
     m, s = cfg.model, cfg.schedule
     checks = [
-        (m.detector in ("retinanet", "fcos"), "model.detector must be retinanet or fcos"),
+        (m.detector in FAMILIES, f"model.detector must be one of {', '.join(FAMILIES)}"),
         (m.backbone in BACKBONES, f"model.backbone must be one of {', '.join(BACKBONES)}"),
         (m.backbone_weights in ("", "imagenet") or m.backbone_weights.startswith("torchvision:")
          or Path(m.backbone_weights).is_file(),

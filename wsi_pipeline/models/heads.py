@@ -1,0 +1,49 @@
+"""What every detector family shares: the family interface and the loss-target gathering.
+
+A family (``retinanet.py``, ``fcos.py``) is one module exposing a :class:`DetectorFamily`; add it to
+:data:`wsi_pipeline.models.detector.FAMILIES` and ``DetectorSpec(detector=<name>)`` builds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .spec import DetectorSpec
+
+
+@dataclass(frozen=True)
+class DetectorFamily:
+    """How to build one family's torchvision model and read its head outputs at inference."""
+
+    # (spec, backbone with FPN, classification criterion, GeneralizedRCNNTransform kwargs) -> model
+    build: Callable[[DetectorSpec, nn.Module, nn.Module, dict[str, Any]], nn.Module]
+    # (model, head outputs of one image's kept anchors: regression, anchors) -> boxes xyxy
+    decode: Callable[[nn.Module, Tensor, Tensor], Tensor]
+    # head outputs (batched) -> (B, A, C) scores that rank anchors; class probabilities by default
+    ranking_scores: Callable[[dict[str, Tensor]], Tensor] = lambda head: torch.sigmoid(head["cls_logits"].float())
+
+
+def gather_classification_targets(
+    cls_logits: Tensor, targets: list[dict[str, Tensor]], matched_idxs: list[Tensor], ignore_idx: int | None
+) -> tuple[Tensor, Tensor, int]:
+    """Flatten all images' anchors into ``(N, C)`` logits and one-hot targets.
+
+    ``matched_idxs[i][a]`` is the ground-truth index of anchor ``a`` or a negative number
+    (background); anchors equal to ``ignore_idx`` are dropped.
+    """
+    logits, onehots, num_fg = [], [], 0
+    for target, logits_img, matched in zip(targets, cls_logits, matched_idxs):
+        foreground = matched >= 0
+        num_fg += int(foreground.sum())
+        onehot = torch.zeros_like(logits_img, dtype=torch.float32)
+        if foreground.any():
+            onehot[foreground, target["labels"][matched[foreground]]] = 1.0
+        valid = matched != ignore_idx if ignore_idx is not None else torch.ones_like(foreground)
+        logits.append(logits_img[valid])
+        onehots.append(onehot[valid])
+    return torch.cat(logits), torch.cat(onehots), num_fg
