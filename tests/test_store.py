@@ -40,7 +40,7 @@ def test_round_trip_through_plain_zarr(tmp_path: Path, codec: str, tolerance: fl
     assert again.is_complete and again.n_patches == 5 and again.patch_size == 32 and again.overlap == 4
     assert again.coords.tolist()[2] == [200, 14] and again.coords.dtype == np.int64
     assert again.scale == 2.0 and again.target_mpp == 0.5 and again.fingerprint == "id-1"
-    assert again.slide_info["name"] == "s"
+    assert again.slide_info.name == "s"
 
 
 def test_incomplete_store_is_refused_and_reports_missing_chunks(tmp_path: Path) -> None:

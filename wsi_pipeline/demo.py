@@ -25,6 +25,7 @@ import numpy as np
 
 from .config import load_config, load_train_config
 from .errors import WsiError
+from .fsutil import atomic_path
 from .pipeline import RunOptions, run_slide
 from .taxonomy import CONFIG_DIR, load_taxonomy
 
@@ -69,9 +70,8 @@ def build_demo_model(path: Path, progress: bool = True) -> Path:
              cfg.model.detector, cfg.loss.name, cfg.schedule.epochs)
     run_dir = work / "run"
     result = train(cfg, out_dir=run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
-    tmp = path.with_suffix(".pt.tmp")
-    shutil.copyfile(result.model_path, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        shutil.copyfile(result.model_path, tmp)
     log.info("demo model cached at %s", path)
     return path
 
