@@ -143,4 +143,7 @@ def test_geometry_through_the_real_tiling_of_a_slide(tmp_path):
     assert store.scale == pytest.approx(2.0)
     detector = GroundTruthDetector(store, gt, labels)
     result = detect_store(store.path, stand_in_model(detector, 0.5, 128), tmp_path / "out", CPU, progress=False)
-    _assert_each_cell_once(read_detections(result.detections_path), gt, labels)
+    det = read_detections(result.detections_path)
+    _assert_each_cell_once(det, gt, labels)
+    # tile_slide records the tiling time in the store; detect_store carries it into the detections (tiling_s)
+    assert store.tiling_seconds is not None and det.meta.store.seconds == store.tiling_seconds > 0
