@@ -75,7 +75,8 @@ def run_one(loss: str, seed: int, args, train_data: Path, test_data: Path, overr
     from wsi_pipeline.models.checkpoint import load_checkpoint  # noqa: PLC0415
     from wsi_pipeline.models.data import CocoPatchDataset  # noqa: PLC0415
     from wsi_pipeline.models.evaluation import evaluate_detector  # noqa: PLC0415
-    from wsi_pipeline.models.training import resolve_device, train  # noqa: PLC0415
+    from wsi_pipeline.device import resolve_device  # noqa: PLC0415
+    from wsi_pipeline.models.training import train  # noqa: PLC0415
 
     run_dir = args.out / "runs" / f"{loss}_seed{seed}"
     result_file = run_dir / "result.json"

@@ -12,25 +12,18 @@ import torch
 
 from wsi_pipeline.store.patches import PatchStore
 from wsi_pipeline.taxonomy import load_taxonomy
+from wsi_pipeline.tiling.grid import GridSpec, grid_positions
 
 TAXONOMY = load_taxonomy().names
-
-
-def grid_coords(width: int, height: int, extent: int, stride: int) -> np.ndarray:
-    """Level-0 top-left corners of a patch grid covering the whole slide (last row/column may stick out)."""
-    xs = np.arange(0, max(width - extent, 0) + stride, stride)
-    ys = np.arange(0, max(height - extent, 0) + stride, stride)
-    return np.array([(x, y) for y in ys for x in xs], np.int64)
 
 
 def make_store(path: Path, image: np.ndarray, slide_mpp: float, target_mpp: float, patch_size: int, overlap: int,
                patches_per_chunk: int = 4, complete: bool = True, codec: str = "zstd") -> PatchStore:
     """A patch store cut from ``image`` (the slide's level 0) like tiling does: area-resampled, white outside."""
-    scale = target_mpp / slide_mpp
-    extent = int(round(patch_size * scale))
-    stride = int(round((patch_size - overlap) * scale))
+    spec = GridSpec(patch_size, overlap, target_mpp, slide_mpp)
+    scale, extent = spec.scale, int(round(spec.size0))
     h, w = image.shape[:2]
-    coords = grid_coords(w, h, extent, stride)
+    coords = grid_positions(w, h, spec)  # the grid `wsi tile` cuts
     store = PatchStore.create(path, coords, patch_size=patch_size, overlap=overlap, target_mpp=target_mpp,
                               scale=scale, level=0, slide_info={"name": "test", "path": "test.tif", "width": w,
                                                                 "height": h, "mpp": [slide_mpp, slide_mpp]},

@@ -1,4 +1,7 @@
+import json
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from wsi_pipeline.errors import ArtifactError
@@ -25,7 +28,7 @@ def test_round_trip(tmp_path):
     np.testing.assert_allclose(back.boxes, det.boxes)
     np.testing.assert_allclose(back.class_scores, det.class_scores)
     assert back.class_names == [tax[i] for i in det.labels]
-    assert back.meta["slide"]["name"] == "s" and back.meta["version"] == 1
+    assert back.meta.slide.name == "s" and back.meta.version == 1
 
 
 def test_empty_round_trip(tmp_path):
@@ -43,3 +46,17 @@ def test_incomplete_and_foreign_files_are_refused(tmp_path):
         read_detections(tmp_path / "x.parquet")
     with pytest.raises(ArtifactError, match="not found"):
         read_detections(tmp_path / "missing.parquet")
+
+
+def test_unknown_or_missing_metadata_keys_name_the_file_and_key(tmp_path):
+    path = tmp_path / "d.parquet"
+    with pytest.raises(ArtifactError, match=r"d.parquet: unknown key 'slide.colour'"):
+        write_detections(path, _det(), {"taxonomy": list("ABCD"), "complete": True, "slide": {"colour": 1}})
+    write_detections(path, _det(), {"taxonomy": list("ABCD"), "complete": True})
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"wsi_pipeline"])
+    del meta["taxonomy"]
+    pq.write_table(table.replace_schema_metadata({b"wsi_pipeline": json.dumps(meta).encode()}), path)
+    with pytest.raises(ArtifactError, match=r"d.parquet: missing key 'taxonomy'") as err:
+        read_detections(path)
+    assert "\n" not in str(err.value)

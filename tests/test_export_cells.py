@@ -75,3 +75,25 @@ def test_csv_rows_match_cells(cells):
     assert first["class_name"] == "HSIL" and first["abnormal"] == "true" and float(first["score"]) == pytest.approx(0.91)
     assert (float(first["center_x"]), float(first["center_y"])) == (120.5, 230.0)
     assert rows[1]["abnormal"] == "false" and int(rows[1]["patch_index"]) == 17
+
+
+def test_a_new_export_format_is_one_registered_function(tmp_path):
+    from wsi_pipeline.config import ReportConfig
+    from wsi_pipeline.export import write_report
+    from wsi_pipeline.export.cells import EXPORTERS, exporter
+    from wsi_pipeline.store.detections import Detections, write_detections
+
+    tax = TAX
+
+    @exporter("count", "cells.count.txt", "number of counted cells")
+    def to_count(cells, taxonomy):
+        return f"{len(cells)} of {len(taxonomy.names)} classes\n"
+
+    try:
+        write_detections(tmp_path / "detections.parquet", Detections.empty(len(tax)),
+                         {"taxonomy": tax.names, "complete": True, "slide": {"width": 100, "height": 80, "mpp": [0.5, 0.5]}})
+        paths = write_report(tmp_path / "detections.parquet", tmp_path, ReportConfig(), tax)
+        assert paths.count.read_text() == f"0 of {len(tax.names)} classes\n"
+        assert json.loads(paths.json.read_text())["files"]["count"] == "cells.count.txt"
+    finally:
+        EXPORTERS.pop("count")

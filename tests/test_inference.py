@@ -44,10 +44,10 @@ def test_every_cell_once_with_its_whole_box(tmp_path, slide_mpp, target_mpp):
     _assert_each_cell_once(det, gt, labels)
     assert sorted(detector.seen) == list(range(store.n_patches))  # every patch seen exactly once
     meta = det.meta
-    assert meta["complete"] and meta["store"]["fingerprint"] == store.fingerprint
-    assert meta["model"]["sha256"] == "ground-truth-stand-in" and meta["inference"]["device"] == "cpu"
-    assert meta["store"]["n_patches"] == store.n_patches and meta["taxonomy"][0] == "NILM"
-    assert det.class_scores.shape == (len(gt), len(meta["taxonomy"]))
+    assert meta.complete and meta.store.fingerprint == store.fingerprint
+    assert meta.model.sha256 == "ground-truth-stand-in" and meta.inference.device == "cpu"
+    assert meta.store.n_patches == store.n_patches and meta.taxonomy[0] == "NILM"
+    assert det.class_scores.shape == (len(gt), len(meta.taxonomy))
     assert not (tmp_path / "out" / "detections.partial").exists()
 
 
@@ -116,7 +116,7 @@ def test_slide_without_cells_gives_a_complete_empty_table(tmp_path):
     detector = GroundTruthDetector(store, np.zeros((0, 4)), np.zeros(0, np.int64))
     result = detect_store(store.path, stand_in_model(detector, 0.5, 128), tmp_path / "o", CPU, progress=False)
     det = read_detections(result.detections_path)
-    assert len(det) == 0 and det.meta["complete"] and det.class_scores.shape == (0, len(det.meta["taxonomy"]))
+    assert len(det) == 0 and det.meta.complete and det.class_scores.shape == (0, len(det.meta.taxonomy))
     assert detector.calls > 0
 
 
@@ -143,4 +143,7 @@ def test_geometry_through_the_real_tiling_of_a_slide(tmp_path):
     assert store.scale == pytest.approx(2.0)
     detector = GroundTruthDetector(store, gt, labels)
     result = detect_store(store.path, stand_in_model(detector, 0.5, 128), tmp_path / "out", CPU, progress=False)
-    _assert_each_cell_once(read_detections(result.detections_path), gt, labels)
+    det = read_detections(result.detections_path)
+    _assert_each_cell_once(det, gt, labels)
+    # tile_slide records the tiling time in the store; detect_store carries it into the detections (tiling_s)
+    assert store.tiling_seconds is not None and det.meta.store.seconds == store.tiling_seconds > 0

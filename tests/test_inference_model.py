@@ -67,9 +67,9 @@ def store(tmp_path_factory):
 def _check_table(path, store, checkpoint, device):
     det = read_detections(path)
     assert len(det) > 0
-    assert det.meta["model"]["sha256"] == file_sha256(checkpoint)
-    assert det.meta["model"]["path"] == str(checkpoint) and det.meta["inference"]["device"] == device
-    assert det.meta["store"]["fingerprint"] == store.fingerprint
+    assert det.meta.model.sha256 == file_sha256(checkpoint)
+    assert det.meta.model.path == str(checkpoint) and det.meta.inference.device == device
+    assert det.meta.store.fingerprint == store.fingerprint
     slide_w, slide_h = 260 + PATCH, 300 + PATCH  # the last patches may stick out of the slide by < 1 patch
     assert (det.boxes[:, 0] >= 0).all() and (det.boxes[:, 2] <= slide_w).all() and (det.boxes[:, 3] <= slide_h).all()
     assert ((det.boxes[:, 2:] - det.boxes[:, :2]) > 0).all()
@@ -120,7 +120,7 @@ def test_cli_detect_writes_the_table_and_reports_bad_input_in_one_line(tmp_path,
     out = tmp_path / "out"
     assert main(["detect", str(store.path), "--model", str(checkpoint), "--out", str(out), "--device", "cpu",
                  "--batch-size", "4", "--score-threshold", "0.001", "--no-progress"]) == 0
-    assert read_detections(out / "detections.parquet").meta["complete"]
+    assert read_detections(out / "detections.parquet").meta.complete
     assert main(["detect", str(tmp_path / "missing.zarr"), "--model", str(checkpoint), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "missing.zarr" in err[-1] and "patch store not found" in err[-1]

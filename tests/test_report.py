@@ -17,57 +17,12 @@ from wsi_pipeline.config import ReportConfig
 from wsi_pipeline.errors import ArtifactError, SlideError
 from wsi_pipeline.export import filter_scanner_properties, write_report
 from wsi_pipeline.io import open_slide
-from wsi_pipeline.io.tiffwriter import wrap_image_as_slide
-from wsi_pipeline.store.detections import Detections, write_detections
-from wsi_pipeline.taxonomy import load_taxonomy
 
-TAX = load_taxonomy()
+from report_helpers import CELLS, TAX, make_detections
+
 OUTPUTS = ["report.json", "report.html", "cells.geojson", "cells.xml", "cells.csv"]
 IMG_TAG = re.compile(r"<img\b[^>]*>")
 ATTR = re.compile(r'([\w-]+)="([^"]*)"')
-
-# (class, score, centre x, centre y, side) in level-0 px of the 1536 x 1024 test slide
-CELLS = [
-    ("NILM", 0.92, 200, 150, 60), ("NILM", 0.81, 600, 500, 70), ("NILM", 0.30, 900, 700, 50),
-    ("INFL", 0.75, 1100, 300, 24), ("LSIL", 0.88, 400, 800, 64), ("LSIL", 0.71, 1300, 850, 58),
-    ("HSIL", 0.95, 1000, 512, 40), ("HSIL", 0.40, 20, 20, 30),  # the second is below threshold
-    ("TRICH", 0.66, 1500, 1000, 30),  # at the slide's corner: its crop must shift inside
-]
-
-
-def make_detections(path: Path, cells: list[tuple[str, float, float, float, float]], slide_info: dict,
-                    complete: bool = True) -> Path:
-    n = len(cells)
-    labels = np.array([TAX.index(c[0]) for c in cells], np.int16)
-    scores = np.array([c[1] for c in cells], np.float32)
-    boxes = np.array([[x - s / 2, y - s / 2, x + s / 2, y + s / 2] for _, _, x, y, s in cells], np.float32).reshape(n, 4)
-    class_scores = np.zeros((n, len(TAX)), np.float32)
-    class_scores[np.arange(n), labels] = scores
-    meta = {
-        "taxonomy": TAX.names, "complete": complete, "slide": slide_info,
-        "store": {"path": "/data/x/patches.zarr", "target_mpp": 0.5, "patch_size": 512, "overlap": 128,
-                  "n_patches": 6, "cell_area_mm2": 0.25, "fingerprint": "f" * 64},
-        "model": {"path": "/models/tct_retinanet.pt", "sha256": "a" * 64, "detector": "retinanet",
-                  "backbone": "resnet18", "loss": "efl", "trained_on": "synthetic"},
-        "inference": {"device": "cpu", "precision": "fp32", "seconds": 12.5, "score_threshold": 0.05, "nms_iou": 0.5},
-    }
-    write_detections(path, Detections(boxes, scores, labels, np.arange(n, dtype=np.int32), class_scores), meta)
-    return path
-
-
-@pytest.fixture(scope="module")
-def field_slide(tmp_path_factory, cytology_dir) -> Path:
-    """A 1536 x 1024 pyramidal slide at 0.25 um/px cut from a real liquid-based Pap field."""
-    image = cv2.cvtColor(cv2.imread(str(cytology_dir / "lbc_field.jpg")), cv2.COLOR_BGR2RGB)
-    return wrap_image_as_slide(np.ascontiguousarray(image[1000:2024, 1200:2736]),
-                               tmp_path_factory.mktemp("slide") / "field.svs", mpp=0.25)
-
-
-@pytest.fixture(scope="module")
-def field_info(field_slide) -> dict:
-    with open_slide(field_slide) as slide:
-        return slide.info()
-
 
 @pytest.fixture()
 def detections(tmp_path, field_info) -> Path:
@@ -87,7 +42,7 @@ def embedded_images(html: str) -> list[tuple[dict[str, str], np.ndarray]]:
 
 
 def test_report_files_and_json_content(tmp_path, detections, field_slide):
-    paths = write_report(detections, tmp_path / "out", ReportConfig(), TAX, timings={"tiling_s": 3.5})
+    paths = write_report(detections, tmp_path / "out", ReportConfig(), TAX)  # stage times come from the artifacts
     for name in OUTPUTS:
         assert (tmp_path / "out" / name).is_file()
     assert not list((tmp_path / "out").glob("*.tmp"))

@@ -14,7 +14,7 @@ import pytest
 from wsi_pipeline.config import ReportConfig
 from wsi_pipeline.export import write_report
 
-from test_report import CELLS, TAX, field_info, field_slide, make_detections  # noqa: F401 (fixtures)
+from report_helpers import CELLS, TAX, make_detections
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

@@ -40,7 +40,7 @@ def test_round_trip_through_plain_zarr(tmp_path: Path, codec: str, tolerance: fl
     assert again.is_complete and again.n_patches == 5 and again.patch_size == 32 and again.overlap == 4
     assert again.coords.tolist()[2] == [200, 14] and again.coords.dtype == np.int64
     assert again.scale == 2.0 and again.target_mpp == 0.5 and again.fingerprint == "id-1"
-    assert again.slide_info["name"] == "s"
+    assert again.slide_info.name == "s"
 
 
 def test_incomplete_store_is_refused_and_reports_missing_chunks(tmp_path: Path) -> None:
@@ -82,3 +82,16 @@ def test_layout_is_documented_zarr_v3(tmp_path: Path) -> None:
     assert sharding["configuration"]["codecs"][0]["name"] == "numcodecs.imagecodecs_jpeg"
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [2, 32, 32, 3]
     assert store.attrs["schema"] == "wsi_pipeline.patches" and store.attrs["version"] == 1
+
+
+def test_unknown_or_missing_store_attributes_name_the_file_and_key(tmp_path: Path) -> None:
+    store = _store(tmp_path / "p.zarr")
+    group = zarr.open_group(tmp_path / "p.zarr", mode="r+")
+    attrs = dict(group.attrs["wsi_pipeline"])
+    group.attrs["wsi_pipeline"] = {**attrs, "colour": "red"}
+    with pytest.raises(ArtifactError, match=r"zarr.json: unknown key 'colour' in the patch store attributes"):
+        PatchStore.open(store.path, require_complete=False)
+    del attrs["patch_size"]
+    group.attrs["wsi_pipeline"] = attrs
+    with pytest.raises(ArtifactError, match=r"zarr.json: missing key 'patch_size'"):
+        PatchStore.open(store.path, require_complete=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -146,7 +147,8 @@ def test_schedulers_give_identical_stores(slides_dir: Path, tmp_path: Path) -> N
     cfg = _cfg(patch_size=384, overlap=64, patches_per_chunk=4, batch_patches=8)
     stores = {}
     for scheduler in ("threads", "processes", "distributed"):
-        result = tile_slide(path, tmp_path / scheduler, cfg, scheduler=scheduler, workers=2, progress=False)
+        result = tile_slide(path, tmp_path / scheduler, dataclasses.replace(cfg, scheduler=scheduler, workers=2),
+                            progress=False)
         stores[scheduler] = PatchStore.open(result.store_path)
     base = stores["threads"]
     assert base.n_patches > 8

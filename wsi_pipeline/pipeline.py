@@ -15,17 +15,28 @@ from __future__ import annotations
 
 import csv
 import glob
-import html
 import json
 import logging
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .config import PipelineConfig, TilingConfig
 from .errors import WsiError
+from .fsutil import atomic_path, atomic_write
+from .store.artifacts import (
+    DETECTIONS_NAME,
+    INDEX_HTML_NAME,
+    REPORT_HTML_NAME,
+    REPORT_NAME,
+    RUN_LOG_NAME,
+    STORE_NAME,
+    SUMMARY_CSV_NAME,
+)
+from .store.contracts import ModelMeta
 from .taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -36,9 +47,6 @@ SLIDE_EXTENSIONS = {
     ".ome.tiff",
 }
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
-STORE_NAME = "patches.zarr"
-DETECTIONS_NAME = "detections.parquet"
-REPORT_NAME = "report.json"
 
 
 @dataclass
@@ -119,6 +127,44 @@ def _has_ext(path: Path, exts: set[str]) -> bool:
     return any(name.endswith(e) for e in exts)
 
 
+def run_batch(slides: list[Path], out_root: Path, cfg: PipelineConfig, opts: RunOptions) -> list[SlideOutcome]:
+    """Run every slide (locally, or one task per slide on a dask.distributed cluster); a failing slide is
+    recorded and the batch goes on."""
+    if opts.scheduler and "://" in opts.scheduler:
+        return _run_on_cluster(slides, out_root, cfg, opts)
+    from tqdm import tqdm
+
+    outcomes = []
+    bar = tqdm(slides, desc="slides", unit="slide", disable=not opts.progress or len(slides) < 2)
+    for slide in bar:
+        bar.set_postfix_str(slide.name)
+        outcomes.append(run_slide(slide, out_root, cfg, opts))
+    return outcomes
+
+
+def _run_on_cluster(slides: list[Path], out_root: Path, cfg: PipelineConfig, opts: RunOptions) -> list[SlideOutcome]:
+    """One task per slide on a dask.distributed cluster; workers need the slides and OUT on a shared filesystem."""
+    from distributed import Client, as_completed
+    from tqdm import tqdm
+
+    worker_opts = replace(opts, scheduler="threads", progress=False)
+    with Client(opts.scheduler) as client:
+        log.info("submitting %d slides to %s", len(slides), opts.scheduler)
+        futures = [client.submit(run_slide, s.resolve(), out_root.resolve(), cfg, worker_opts, pure=False) for s in slides]
+        done = {}
+        for fut in tqdm(as_completed(futures), total=len(futures), desc="slides", unit="slide", disable=not opts.progress):
+            o = fut.result()
+            done[o.slide] = o
+    return [done[str(s.resolve())] for s in slides]
+
+
+def model_meta(model: Path) -> ModelMeta:
+    """The metadata of a checkpoint (resolution, patch size, classes), read on the CPU."""
+    from .models.checkpoint import load_checkpoint
+
+    return ModelMeta.from_dict(load_checkpoint(model, device="cpu").meta, model)
+
+
 def run_slide(slide: Path, out_root: Path, cfg: PipelineConfig, opts: RunOptions) -> SlideOutcome:
     """Tile, detect and report one slide into ``out_root/<name>``; never raises for a bad slide."""
     out_dir = slide_out_dir(out_root, slide)
@@ -127,7 +173,7 @@ def run_slide(slide: Path, out_root: Path, cfg: PipelineConfig, opts: RunOptions
     if report_json.is_file() and not opts.force:
         return _outcome_from_report(outcome, report_json, status="skipped")
     out_dir.mkdir(parents=True, exist_ok=True)
-    handler = _file_log(out_dir / "run.log")
+    handler = _file_log(out_dir / RUN_LOG_NAME)
     try:
         outcome.timings = _run_stages(slide, out_dir, cfg, opts)
         _outcome_from_report(outcome, report_json, status="ok")
@@ -149,11 +195,10 @@ def _run_stages(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOption
     # imported here so `wsi-run --help` stays fast
     from .export import write_report
     from .inference import detect_store
-    from .models.checkpoint import load_checkpoint
     from .tiling import tile_slide
 
     timings: dict[str, float] = {}
-    tiling = tiling_for_model(cfg.tiling, load_checkpoint(opts.model, device="cpu").meta)
+    tiling = tiling_for_model(cfg.tiling, model_meta(opts.model))
     if opts.workers is not None:
         tiling = replace(tiling, workers=opts.workers)
     if opts.scheduler:
@@ -179,7 +224,7 @@ def _run_stages(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOption
     return timings
 
 
-def tiling_for_model(tiling: TilingConfig, model_meta: dict[str, Any]) -> TilingConfig:
+def tiling_for_model(tiling: TilingConfig, model_meta: ModelMeta | Mapping[str, Any]) -> TilingConfig:
     """Tiling settings matching a detector: its patch size and resolution, the same physical overlap.
 
     The configured overlap is in px at the configured ``target_mpp``; it is rescaled so that the
@@ -187,12 +232,14 @@ def tiling_for_model(tiling: TilingConfig, model_meta: dict[str, Any]) -> Tiling
     below half a patch.
 
     Example:
-        >>> t = tiling_for_model(TilingConfig(target_mpp=0.5, overlap=128), {"target_mpp": 1.0, "patch_size": 256})
+        >>> meta = ModelMeta(taxonomy=["NILM"], target_mpp=1.0, patch_size=256)
+        >>> t = tiling_for_model(TilingConfig(target_mpp=0.5, overlap=128), meta)
         >>> t.target_mpp, t.patch_size, t.overlap
         (1.0, 256, 64)
     """
-    target = float(model_meta["target_mpp"])
-    patch = int(model_meta["patch_size"])
+    meta = model_meta if isinstance(model_meta, ModelMeta) else ModelMeta.from_dict(model_meta, "model")
+    target = float(meta.target_mpp)
+    patch = int(meta.patch_size)
     overlap = min(round(tiling.overlap * tiling.target_mpp / target), patch // 2 - 1)
     return replace(tiling, target_mpp=target, patch_size=patch, overlap=max(0, overlap))
 
@@ -204,7 +251,7 @@ def _outcome_from_report(outcome: SlideOutcome, report_json: Path, status: str) 
     outcome.suspicion = report.get("suspicion_score")
     outcome.adequacy = str(report.get("adequacy", {}).get("status", ""))
     outcome.timings = outcome.timings or dict(report.get("timings", {}))
-    html_path = report_json.with_name("report.html")
+    html_path = report_json.with_name(REPORT_HTML_NAME)
     outcome.report_html = str(html_path) if html_path.is_file() else ""
     return outcome
 
@@ -224,8 +271,8 @@ def write_summary(out_root: Path, outcomes: list[SlideOutcome]) -> tuple[Path, P
     """``summary.csv`` and ``index.html`` listing every slide, most suspicious first, failures last."""
     rows = sorted(outcomes, key=lambda o: (not o.ok, -(o.suspicion or 0.0), o.slide))
     out_root.mkdir(parents=True, exist_ok=True)
-    csv_path = out_root / "summary.csv"
-    with open(csv_path.with_suffix(".csv.tmp"), "w", newline="") as fh:
+    csv_path = out_root / SUMMARY_CSV_NAME
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
         writer.writeheader()
         for o in rows:
@@ -233,41 +280,28 @@ def write_summary(out_root: Path, outcomes: list[SlideOutcome]) -> tuple[Path, P
             d.update({k: o.timings.get(k, "") for k in ("tiling_s", "detection_s", "report_s")})
             d["suspicion"] = "" if o.suspicion is None else f"{o.suspicion:.4f}"
             writer.writerow({k: d.get(k, "") for k in SUMMARY_FIELDS})
-    csv_path.with_suffix(".csv.tmp").replace(csv_path)
-    html_path = out_root / "index.html"
-    html_path.write_text(_index_html(rows, out_root))
+    html_path = atomic_write(out_root / INDEX_HTML_NAME, _index_html(rows, out_root))
     return csv_path, html_path
 
 
 def _index_html(rows: list[SlideOutcome], out_root: Path) -> str:
+    from .export.html import render_index
+
     root = out_root.resolve()
 
-    def link(o: SlideOutcome) -> str:
-        name = html.escape(Path(o.slide).name)
+    def href(o: SlideOutcome) -> str:
         if not o.report_html:
-            return name
+            return ""
         target = Path(o.report_html).resolve()
-        href = target.relative_to(root) if target.is_relative_to(root) else target  # relative: the folder can move
-        return f'<a href="{html.escape(str(href))}">{name}</a>'
+        return str(target.relative_to(root) if target.is_relative_to(root) else target)  # relative: the folder can move
 
-    body = "\n".join(
-        f"<tr class='{o.status}'><td>{link(o)}</td><td>{html.escape(o.status)}</td><td>{html.escape(o.category)}</td>"
-        f"<td>{'' if o.suspicion is None else f'{o.suspicion:.3f}'}</td><td>{html.escape(o.adequacy)}</td>"
-        f"<td>{sum(v for v in o.timings.values() if isinstance(v, (int, float))):.1f}</td>"
-        f"<td>{html.escape(o.reason)}</td></tr>"
+    table = [
+        {"name": Path(o.slide).name, "href": href(o), "status": o.status, "category": o.category,
+         "suspicion": "" if o.suspicion is None else f"{o.suspicion:.3f}", "adequacy": o.adequacy,
+         "seconds": f"{sum(v for v in o.timings.values() if isinstance(v, (int, float))):.1f}", "reason": o.reason}
         for o in rows
-    )
-    n_ok = sum(o.ok for o in rows)
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>wsi_pipeline batch summary</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
-td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}tr.failed{{background:#fdecea}}
-.note{{color:#666;font-size:90%}}</style></head><body>
-<h1>Batch summary</h1><p>{n_ok} of {len(rows)} slides processed; most suspicious first.</p>
-<table><tr><th>slide</th><th>status</th><th>category</th><th>suspicion</th><th>adequacy</th><th>time (s)</th>
-<th>reason</th></tr>
-{body}
-</table><p class="note">Research use only: decision support for trained cytology staff, not a diagnosis.</p>
-</body></html>"""
+    ]
+    return render_index(table, n_ok=sum(o.ok for o in rows))
 
 
 def collect_outcomes(out_root: Path) -> list[SlideOutcome]:
@@ -281,7 +315,7 @@ def collect_outcomes(out_root: Path) -> list[SlideOutcome]:
     return outcomes
 
 
-def plan(slides: list[Path], cfg: PipelineConfig, model_meta: dict[str, Any], mpp: float | None) -> list[dict]:
+def plan(slides: list[Path], cfg: PipelineConfig, model_meta: ModelMeta | Mapping[str, Any], mpp: float | None) -> list[dict]:
     """Dry run: for each slide, the patch grid it would be cut into (an upper bound before masking)."""
     from .io import open_slide
     from .tiling.grid import GridSpec, grid_positions

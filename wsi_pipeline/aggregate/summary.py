@@ -22,6 +22,7 @@ import numpy as np
 
 from ..config import ReportConfig
 from ..errors import ConfigError
+from ..store.contracts import DetectionsMeta
 from ..store.detections import Detections
 from ..taxonomy import Taxonomy
 
@@ -243,6 +244,6 @@ def _adequacy(classes: list[ClassSummary], minimum: int) -> Adequacy:
     return Adequacy("adequate" if squamous >= minimum else "limited", squamous, minimum)
 
 
-def _cell_area_mm2(meta: dict[str, Any]) -> float | None:
-    area = (meta.get("store") or {}).get("cell_area_mm2")
+def _cell_area_mm2(meta: DetectionsMeta | None) -> float | None:
+    area = meta.store.cell_area_mm2 if meta is not None and meta.store is not None else None
     return float(area) if isinstance(area, (int, float)) and area > 0 else None

@@ -7,9 +7,10 @@ import logging
 import sys
 from collections.abc import Callable
 
+from .. import RESEARCH_NOTICE
 from ..errors import WsiError
 
-RESEARCH_NOTICE = "Research use only: decision support for trained cytology staff, not a diagnosis."
+__all__ = ["RESEARCH_NOTICE", "HelpFormatter", "add_verbosity", "run_guarded", "setup_logging"]
 
 
 def setup_logging(verbosity: int = 0) -> None:

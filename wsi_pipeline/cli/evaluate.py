@@ -53,21 +53,23 @@ def run(args: argparse.Namespace) -> int:
     from ..models.checkpoint import load_checkpoint  # noqa: PLC0415
     from ..models.data import CocoPatchDataset, check_classes  # noqa: PLC0415
     from ..models.evaluation import evaluate_detector  # noqa: PLC0415
-    from ..models.training import resolve_device  # noqa: PLC0415
+    from ..device import resolve_device  # noqa: PLC0415
+    from ..store.contracts import ModelMeta  # noqa: PLC0415
     from ..taxonomy import Taxonomy  # noqa: PLC0415
 
     loaded = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    meta = ModelMeta.from_dict(loaded.meta, args.checkpoint)
     dataset = CocoPatchDataset(args.dataset)
-    check_classes(dataset.info.class_names, loaded.meta["taxonomy"], Path(args.dataset) / "annotations.json")
-    if dataset.info.target_mpp is not None and abs(dataset.info.target_mpp - loaded.meta["target_mpp"]) > 1e-6:
+    check_classes(dataset.info.class_names, meta.taxonomy, Path(args.dataset) / "annotations.json")
+    if dataset.info.target_mpp is not None and abs(dataset.info.target_mpp - meta.target_mpp) > 1e-6:
         raise ArtifactError(args.dataset, f"dataset is at {dataset.info.target_mpp} um/px, the model expects "
-                                          f"{loaded.meta['target_mpp']} um/px")
-    full = loaded.meta.get("taxonomy_full")
+                                          f"{meta.target_mpp} um/px")
+    full = meta.taxonomy_full
     rare = Taxonomy.from_dict(full).abnormal_names() if full else []
     evaluation = evaluate_detector(loaded.detector, dataset, rare, batch_size=args.batch_size)
     print(evaluation.table())
     out = Path(args.json) if args.json else Path(str(args.checkpoint) + ".evaluation.json")
-    record = {"checkpoint": str(args.checkpoint), "sha256": loaded.meta["sha256"], "dataset": str(args.dataset),
+    record = {"checkpoint": str(args.checkpoint), "sha256": meta.sha256, "dataset": str(args.dataset),
               **evaluation.to_dict()}
     out.write_text(json.dumps(record, indent=2))
     print(f"metrics written to {out}")

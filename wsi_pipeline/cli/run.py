@@ -1,4 +1,7 @@
-"""``wsi-run``: the whole pipeline (tiling -> detection -> report) for slides, a folder, or the demo."""
+"""``wsi-run``: the whole pipeline (tiling -> detection -> report) for slides, a folder, or the demo.
+
+This module only parses and prints; the batch itself runs in :func:`wsi_pipeline.pipeline.run_batch`.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,10 @@ import logging
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .. import __version__
 from ..config import load_config
 from ..errors import WsiError
-from ..pipeline import RunOptions, SlideOutcome, find_slides, plan, run_slide, write_summary
+from ..pipeline import RunOptions, find_slides, model_meta, plan, run_batch, write_summary
 from .common import RESEARCH_NOTICE, HelpFormatter, add_verbosity, run_guarded, setup_logging
 
 log = logging.getLogger("wsi_pipeline.run")
@@ -100,40 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def run_batch(slides: list[Path], out_root: Path, cfg, opts: RunOptions) -> list[SlideOutcome]:
-    """Run every slide; a failing slide is recorded and the batch goes on."""
-    if opts.scheduler and "://" in opts.scheduler:
-        return _run_on_cluster(slides, out_root, cfg, opts)
-    outcomes = []
-    bar = tqdm(slides, desc="slides", unit="slide", disable=not opts.progress or len(slides) < 2)
-    for slide in bar:
-        bar.set_postfix_str(slide.name)
-        outcomes.append(run_slide(slide, out_root, cfg, opts))
-    return outcomes
-
-
-def _run_on_cluster(slides: list[Path], out_root: Path, cfg, opts: RunOptions) -> list[SlideOutcome]:
-    """One task per slide on a dask.distributed cluster; workers need the slides and OUT on a shared filesystem."""
-    from dataclasses import replace
-
-    from distributed import Client, as_completed
-
-    worker_opts = replace(opts, scheduler="threads", progress=False)
-    with Client(opts.scheduler) as client:
-        log.info("submitting %d slides to %s", len(slides), opts.scheduler)
-        futures = [client.submit(run_slide, s.resolve(), out_root.resolve(), cfg, worker_opts, pure=False) for s in slides]
-        done = {}
-        for fut in tqdm(as_completed(futures), total=len(futures), desc="slides", unit="slide", disable=not opts.progress):
-            o = fut.result()
-            done[o.slide] = o
-    return [done[str(s.resolve())] for s in slides]
-
-
 def _print_plan(slides: list[Path], cfg, model: Path, mpp: float | None) -> int:
-    from ..models.checkpoint import load_checkpoint
-
-    meta = load_checkpoint(model, device="cpu").meta
-    rows = plan(slides, cfg, meta, mpp)
+    rows = plan(slides, cfg, model_meta(model), mpp)
     print(f"{'slide':40s} {'size':>13s} {'mpp':>7s} {'patches<=':>10s} {'disk MB':>8s}  status")
     for r in rows:
         print(f"{Path(r['slide']).name[:40]:40s} {r['size']:>13s} {str(r['mpp']):>7s} {r['max_patches']:>10d} "

@@ -18,8 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import shapely
 from tqdm import tqdm
 
 from ..errors import ArtifactError
+from ..fsutil import atomic_write
 from ..io import open_slide
 from ..taxonomy import Taxonomy, load_taxonomy
 from ..synth.config import SynthConfig, load_synth_config
@@ -144,12 +143,8 @@ def extract_dataset(
             n_take = int(round(background_ratio * max(len(rare_origins), 1)))
             picks = rng.permutation(len(bg_pool))[: min(n_take, len(bg_pool))]
             origins = [(o, True) for o in rare_origins] + [(bg_pool[i], False) for i in sorted(picks)]
-            level = slide.best_level_for_mpp(target_mpp)
-            ds = slide.level_downsamples[level]
-            read = max(1, int(math.ceil(extent / ds)))
             for (x, y), is_rare in tqdm(origins, desc=f"patches {slide.name}", unit="patch", disable=not progress):
-                region = slide.read_region(level, x, y, read, read)
-                patch = cv2.resize(region, (patch_size, patch_size), interpolation=cv2.INTER_AREA)
+                patch = slide.read_at_mpp(x, y, patch_size, target_mpp)
                 name = f"{slide.name}_x{x}_y{y}.jpg"
                 if not cv2.imwrite(str(images_dir / name), cv2.cvtColor(patch, cv2.COLOR_RGB2BGR),
                                    [cv2.IMWRITE_JPEG_QUALITY, d.jpeg_quality]):
@@ -183,9 +178,7 @@ def extract_dataset(
                  "background_ratio": background_ratio, "seed": seed, "complete": True},
         "images": images, "annotations": anns_out, "categories": categories(taxonomy),
     }
-    tmp = marker.with_name(marker.name + ".partial")
-    tmp.write_text(json.dumps(coco) + "\n")
-    os.replace(tmp, marker)
+    atomic_write(marker, json.dumps(coco) + "\n")
     summary = DatasetSummary(out, marker, counts_path, len(images), n_rare, n_bg, counts,
                              {n: len(s) for n, s in seen.items()})
     log.info("Dataset %s: %d patches (%d with rare cells, %d normal-only), %d boxes", out, len(images), n_rare, n_bg, len(anns_out))

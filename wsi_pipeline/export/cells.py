@@ -9,18 +9,28 @@ level-0 pixel coordinates of the slide (the coordinates QuPath and ASAP use for 
 * ``cells.xml``: ASAP annotations (one Rectangle per cell, ``PartOfGroup`` = class; one
   AnnotationGroup per class with its colour).
 * ``cells.csv``: one row per cell with box, centre, score and class.
+
+Every format is one function ``(CellTable, Taxonomy) -> text`` registered in :data:`EXPORTERS`
+with :func:`exporter`; ``write_report`` writes every registered format. A new format is one
+decorated function here.
+
+Example:
+    >>> sorted(EXPORTERS), EXPORTERS["xml"].file_name
+    (['csv', 'geojson', 'xml'], 'cells.xml')
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import geojson
 import numpy as np
 
+from ..io.qupath import QuPathObject, feature_collection
 from ..taxonomy import Taxonomy
 
 CSV_COLUMNS = ["cell_id", "class_name", "class_label", "abnormal", "score", "x0", "y0", "x1", "y1",
@@ -40,36 +50,55 @@ class CellTable:
         return int(self.boxes.shape[0])
 
 
+Exporter = Callable[[CellTable, Taxonomy], str]
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """A registered per-cell export: its name (key in ``report.json`` ``files``), file name and writer."""
+
+    name: str
+    file_name: str
+    write: Exporter
+    description: str
+
+
+EXPORTERS: dict[str, ExportFormat] = {}
+
+
+def exporter(name: str, file_name: str, description: str) -> Callable[[Exporter], Exporter]:
+    """Register ``(CellTable, Taxonomy) -> text`` as the export ``name``, written to ``file_name``."""
+
+    def register(func: Exporter) -> Exporter:
+        if name in EXPORTERS:
+            raise ValueError(f"export format {name!r} is registered twice")
+        EXPORTERS[name] = ExportFormat(name, file_name, func, description)
+        return func
+
+    return register
+
+
+@exporter("geojson", "cells.geojson", "QuPath detections (File > Import objects)")
 def to_geojson(cells: CellTable, taxonomy: Taxonomy) -> str:
     """A QuPath-importable FeatureCollection of detections (one rectangle Polygon per cell).
 
     Example:
         >>> from wsi_pipeline.taxonomy import load_taxonomy
         >>> t = CellTable(np.array([[0, 0, 10, 20]], np.float32), np.array([0.9]), np.array([6]), np.array([0]))
-        >>> fc = geojson.loads(to_geojson(t, load_taxonomy()))
+        >>> fc = json.loads(to_geojson(t, load_taxonomy()))
         >>> fc["features"][0]["properties"]["classification"]
         {'name': 'HSIL', 'color': [244, 67, 54]}
     """
-    features = []
+    objects = []
     for i in range(len(cells)):
-        x0, y0, x1, y1 = (round(float(v), 2) for v in cells.boxes[i])
         cc = taxonomy[int(cells.labels[i])]
-        ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-        features.append(
-            geojson.Feature(
-                id=f"cell-{i + 1}",
-                geometry=geojson.Polygon([ring]),
-                properties={
-                    "objectType": "detection",
-                    "classification": {"name": cc.name, "color": list(cc.rgb)},
-                    "isLocked": True,
-                    "measurements": {"score": round(float(cells.scores[i]), 4)},
-                },
-            )
-        )
-    return geojson.dumps(geojson.FeatureCollection(features))
+        box = tuple(round(float(v), 2) for v in cells.boxes[i])
+        objects.append(QuPathObject(f"cell-{i + 1}", box, cc.name, cc.rgb,  # type: ignore[arg-type]
+                                    {"score": round(float(cells.scores[i]), 4)}))
+    return json.dumps(feature_collection(objects, object_type="detection", locked=True))
 
 
+@exporter("xml", "cells.xml", "ASAP annotations")
 def to_asap_xml(cells: CellTable, taxonomy: Taxonomy) -> str:
     """ASAP annotation XML: one Rectangle per cell, grouped by class, groups coloured by class.
 
@@ -101,6 +130,7 @@ def to_asap_xml(cells: CellTable, taxonomy: Taxonomy) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
+@exporter("csv", "cells.csv", "one row per cell, level-0 pixel coordinates")
 def to_csv(cells: CellTable, taxonomy: Taxonomy) -> str:
     """One row per counted cell (columns :data:`CSV_COLUMNS`), coordinates in level-0 px.
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import jinja2
 
+from .. import RESEARCH_NOTICE
 from ..aggregate import SlideSummary
 from ..taxonomy import Taxonomy
 from .images import CellCrop, Overview, data_uri
@@ -55,3 +56,9 @@ def render_html(
         gallery_classes=sorted((c for c in summary.classes if c.name in summary.top_cells), key=lambda c: -c.severity),
         category_colour=category_colour,
     )
+
+
+def render_index(rows: list[dict[str, Any]], n_ok: int) -> str:
+    """The batch ``index.html``: one row per slide (keys name, href, status, category, suspicion, adequacy,
+    seconds, reason; all already formatted as text), with the research notice."""
+    return _ENV.get_template("index.html.j2").render(rows=rows, n_ok=n_ok, notice=RESEARCH_NOTICE)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import platform
 import re
 import time
@@ -18,15 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import RESEARCH_NOTICE, __version__
 from ..aggregate import ADEQUACY_NOTE, SUSPICION_FORMULA, SlideSummary, summarize
-from ..cli.common import RESEARCH_NOTICE
 from ..config import ReportConfig
 from ..errors import ArtifactError, SlideError, WsiError
+from ..fsutil import atomic_write
 from ..io.slide import Slide
+from ..store.artifacts import REPORT_HTML_NAME, REPORT_NAME
+from ..store.contracts import DetectionsMeta, SlideInfo
 from ..store.detections import Detections, read_detections
 from ..taxonomy import Taxonomy
-from .cells import CellTable, to_asap_xml, to_csv, to_geojson
+from .cells import EXPORTERS, CellTable
 from .html import render_html
 from .images import read_cell_crops, render_overview
 
@@ -46,13 +47,29 @@ MAX_PROPERTY_VALUE = 64  # longer values are free text; dropped
 
 @dataclass
 class ReportPaths:
-    """Where the report's files are (``json`` is the completion marker)."""
+    """Where the report's files are (``json`` is the completion marker); ``exports`` has one per :data:`EXPORTERS` entry.
+
+    An export is also an attribute by its name: ``paths.geojson``.
+    """
 
     json: Path
     html: Path
-    geojson: Path
-    xml: Path
-    csv: Path
+    exports: dict[str, Path]
+
+    @classmethod
+    def in_folder(cls, out_dir: Path) -> ReportPaths:
+        return cls(out_dir / REPORT_NAME, out_dir / REPORT_HTML_NAME,
+                   {name: out_dir / fmt.file_name for name, fmt in EXPORTERS.items()})
+
+    def __getattr__(self, name: str) -> Path:
+        exports = self.__dict__.get("exports", {})
+        if name in exports:
+            return exports[name]
+        raise AttributeError(name)
+
+    def files(self) -> dict[str, str]:
+        """File names by role, as listed in ``report.json``."""
+        return {"json": self.json.name, "html": self.html.name, **{k: p.name for k, p in self.exports.items()}}
 
 
 @dataclass
@@ -77,14 +94,17 @@ def filter_scanner_properties(properties: dict[str, str]) -> dict[str, str]:
     }
 
 
-def open_report_slide(meta: dict[str, Any], slide_path: str | Path | None) -> SlideAccess:
+def open_report_slide(meta: DetectionsMeta, slide_path: str | Path | None) -> SlideAccess:
     """Open the slide for thumbnail and crops; a missing or changed slide gives a note, not an error.
 
     An explicit ``slide_path`` that does not exist is the user's mistake and raises :class:`SlideError`.
     """
-    from ..io import open_slide  # the reader pulls in the slide backends; only needed here
+    from ..io import (
+        open_slide,  # the reader pulls in the slide backends; only needed here
+    )
 
-    recorded = (meta.get("slide") or {}).get("path")
+    info = meta.slide or SlideInfo()
+    recorded = info.path
     path = Path(slide_path) if slide_path else Path(recorded) if recorded else None
     if path is None:
         return SlideAccess(None, "the detections do not record a slide file; thumbnail and cell crops are omitted")
@@ -93,10 +113,10 @@ def open_report_slide(meta: dict[str, Any], slide_path: str | Path | None) -> Sl
             raise SlideError(path, "slide file not found (--slide)")
         return SlideAccess(None, f"slide file {path} was not found at report time; thumbnail and cell crops are omitted")
     try:
-        slide = open_slide(path, mpp=_recorded_mpp(meta))
+        slide = open_slide(path, mpp=info.mpp_x)
     except WsiError as exc:
         return SlideAccess(None, f"slide could not be opened ({exc.reason}); thumbnail and cell crops are omitted")
-    expected = (meta.get("slide") or {}).get("fingerprint")
+    expected = info.fingerprint
     if expected and slide.fingerprint() != expected:
         slide.close()
         return SlideAccess(None, f"slide file {path} is not the slide that was analysed (fingerprint differs); "
@@ -130,29 +150,29 @@ def write_report(
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    paths = ReportPaths(*(out_dir / n for n in ("report.json", "report.html", "cells.geojson", "cells.xml", "cells.csv")))
+    paths = ReportPaths.in_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths.json.unlink(missing_ok=True)  # the marker goes first: a half-rewritten report is never "complete"
 
     det = read_detections(detections_path)
-    if list(det.meta.get("taxonomy", [])) != taxonomy.names:
+    meta = det.meta or DetectionsMeta(taxonomy=[], complete=False)
+    if list(meta.taxonomy) != taxonomy.names:
         raise ArtifactError(detections_path, "detections were made with a different taxonomy than the one configured "
-                                             f"({det.meta.get('taxonomy')} vs {taxonomy.names})")
+                                             f"({meta.taxonomy} vs {taxonomy.names})")
     summary = summarize(det, taxonomy, cfg)
     counted = summary.counted_mask(det)
     cells = CellTable(det.boxes[counted], det.scores[counted], det.labels[counted], det.patch_index[counted])
     log.info("%d detections, %d cells above their class threshold; category %s, suspicion %.3f, adequacy %s",
              len(det), len(cells), summary.category.name, summary.suspicion_score, summary.adequacy.status)
 
-    _write_atomic(paths.geojson, to_geojson(cells, taxonomy))
-    _write_atomic(paths.xml, to_asap_xml(cells, taxonomy))
-    _write_atomic(paths.csv, to_csv(cells, taxonomy))
+    for name, fmt in EXPORTERS.items():
+        atomic_write(paths.exports[name], fmt.write(cells, taxonomy))
 
-    access = open_report_slide(det.meta, slide_path)
+    access = open_report_slide(meta, slide_path)
     if access.note:
         log.warning("%s", access.note)
     try:
-        slide_size, slide_mpp = _slide_geometry(det.meta, access.slide, detections_path)
+        slide_size, slide_mpp = _slide_geometry(meta.slide or SlideInfo(), access.slide, detections_path)
         overview = render_overview(access.slide, slide_size, slide_mpp, cells.boxes, cells.labels, taxonomy,
                                    cfg.thumbnail_max_px, cfg.heatmap_grid_um)
         top = [c for name in sorted(summary.top_cells, key=lambda n: -taxonomy[n].severity) for c in summary.top_cells[name]]
@@ -162,12 +182,12 @@ def write_report(
         if access.slide is not None:
             access.slide.close()
 
-    all_timings = {**_recorded_timings(det.meta), **(timings or {})}
+    all_timings = {**_recorded_timings(meta), **(timings or {})}
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
     report = build_report(summary, det, cfg, properties, all_timings, access.note, paths)
-    _write_atomic(paths.html, render_html(report, summary, overview, crops, taxonomy))
+    atomic_write(paths.html, render_html(report, summary, overview, crops, taxonomy))
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
-    _write_atomic(paths.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    atomic_write(paths.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
     log.info("report written: %s", paths.html)
     return paths
 
@@ -177,10 +197,10 @@ def build_report(
     timings: dict[str, float], slide_note: str, paths: ReportPaths,
 ) -> dict[str, Any]:
     """The ``report.json`` document (schema: docs/report.md). ``timings`` is kept by reference."""
-    meta = det.meta
-    slide = meta.get("slide") or {}
-    store = meta.get("store") or {}
-    model = meta.get("model") or {}
+    meta = det.meta or DetectionsMeta(taxonomy=[], complete=False)
+    slide = (meta.slide or SlideInfo()).to_dict()
+    store = meta.store.to_dict() if meta.store else {}
+    model = meta.model.to_dict() if meta.model else {}
     cells = [
         {"class": c.class_name, "rank": c.rank, "score": round(c.score, 4), "box": [round(v, 1) for v in c.box],
          "center": [round(v, 1) for v in c.center], "row": c.row, "patch_index": c.patch_index}
@@ -207,7 +227,7 @@ def build_report(
         },
         "tiling": {k: v for k, v in store.items() if k != "path"},
         "model": {**{k: v for k, v in model.items() if k != "path"}, "file": Path(model["path"]).name if model.get("path") else ""},
-        "inference": meta.get("inference") or {},
+        "inference": meta.inference.to_dict() if meta.inference else {},
         "thresholds": {
             "score_threshold": cfg.score_threshold, "class_score_thresholds": dict(cfg.class_score_thresholds),
             "min_cells": cfg.min_cells, "class_min_cells": dict(cfg.class_min_cells),
@@ -222,7 +242,7 @@ def build_report(
         "adequacy": {**summary.adequacy.__dict__, "note": ADEQUACY_NOTE},
         "top_cells": cells,
         "timings": timings,
-        "files": {k: p.name for k, p in paths.__dict__.items()},
+        "files": paths.files(),
     }
 
 
@@ -230,34 +250,20 @@ def _rounded(d: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
 
 
-def _recorded_mpp(meta: dict[str, Any]) -> float | None:
-    mpp = (meta.get("slide") or {}).get("mpp")
-    return float(mpp[0]) if isinstance(mpp, list) and mpp and mpp[0] else None
-
-
-def _slide_geometry(meta: dict[str, Any], slide: Slide | None, source: str | Path) -> tuple[tuple[int, int], float]:
+def _slide_geometry(info: SlideInfo, slide: Slide | None, source: str | Path) -> tuple[tuple[int, int], float]:
     if slide is not None:
         return slide.dimensions, float(slide.mpp[0])
-    info = meta.get("slide") or {}
-    mpp = _recorded_mpp(meta)
-    if not info.get("width") or not info.get("height") or not mpp:
+    mpp = info.mpp_x
+    if not info.width or not info.height or not mpp:
         raise ArtifactError(source, "detections metadata lacks the slide size or mpp (slide.width/height/mpp)")
-    return (int(info["width"]), int(info["height"])), mpp
+    return (int(info.width), int(info.height)), mpp
 
 
-def _recorded_timings(meta: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for stage, section in (("tiling_s", "store"), ("detection_s", "inference")):
-        seconds = (meta.get(section) or {}).get("seconds")
-        if isinstance(seconds, (int, float)):
-            out[stage] = float(seconds)
-    return out
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _recorded_timings(meta: DetectionsMeta) -> dict[str, float]:
+    """Stage seconds recorded in the artifacts: tiling in the store (section ``store``), detection in ``inference``."""
+    recorded = {"tiling_s": meta.store.seconds if meta.store else None,
+                "detection_s": meta.inference.seconds if meta.inference else None}
+    return {k: float(v) for k, v in recorded.items() if isinstance(v, (int, float))}
 
 
 __all__ = ["ReportPaths", "build_report", "filter_scanner_properties", "open_report_slide", "write_report"]

@@ -27,7 +27,10 @@ from tqdm import tqdm
 from .. import __version__
 from ..config import InferenceConfig
 from ..errors import ArtifactError, WsiError
+from ..store.artifacts import DETECTIONS_NAME
+from ..store.contracts import DetectionsMeta, InferenceRecord, ModelMeta, StoreRecord
 from ..store.detections import Detections, read_detections, write_detections
+from ..store.source import PatchSource, open_patch_source
 from .device import DevicePlan, plan_device
 from .merge import merge_overlaps, to_level0, touches_patch_border
 from .partial import PartialResults, RawDetections
@@ -35,7 +38,6 @@ from .reader import PrefetchReader, plan_batches
 
 log = logging.getLogger(__name__)
 
-DETECTIONS_NAME = "detections.parquet"
 MPP_TOLERANCE = 0.02  # relative difference between model and store resolution that still counts as equal
 BORDER_TOLERANCE_PX = 1.0  # patch px: a box this close to a patch border may be a cut cell
 
@@ -83,18 +85,16 @@ def detect_store(
         >>> result.n_detections, result.detections_path.name                              # doctest: +SKIP
         (5321, 'detections.parquet')
     """
-    from ..store.patches import PatchStore  # here so that the module imports without zarr
-
     cfg = cfg or InferenceConfig()
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
-    store = PatchStore.open(store_path, require_complete=True)
+    store = open_patch_source(store_path)
     model_path = None if _is_loaded(model) else Path(model)  # type: ignore[arg-type]
     plan = plan_device(cfg.device, cfg.precision, cfg.batch_size, store.patch_size, cfg.num_threads)
     loaded = model if model_path is None else _load_model(model_path, plan.device)
-    meta = dict(loaded.meta)
+    meta = ModelMeta.from_dict(loaded.meta, model_path or "model")
     check_compatible(meta, store, model_path or "model")
-    taxonomy = [str(n) for n in _first(meta, "taxonomy", "class_names", "classes")]
+    taxonomy = [str(n) for n in meta.taxonomy]
     num_classes = len(taxonomy)
 
     identity = {
@@ -146,10 +146,10 @@ def detect_store(
                         plan.device.type, plan.precision, plan.batch_size)
 
 
-def check_compatible(meta: Mapping[str, Any], store: Any, model_name: str | Path) -> None:
+def check_compatible(meta: ModelMeta, store: PatchSource, model_name: str | Path) -> None:
     """The detector must see patches at the resolution and size it was trained on."""
-    model_mpp = float(meta["target_mpp"])
-    model_patch = int(meta["patch_size"])
+    model_mpp = float(meta.target_mpp)
+    model_patch = int(meta.patch_size)
     if abs(model_mpp - store.target_mpp) > MPP_TOLERANCE * model_mpp:
         raise ArtifactError(
             model_name,
@@ -164,7 +164,7 @@ def check_compatible(meta: Mapping[str, Any], store: Any, model_name: str | Path
         )
 
 
-def _run_batches(store: Any, detector: Predictor, batches: list[tuple[int, int]], partial: PartialResults,
+def _run_batches(store: PatchSource, detector: Predictor, batches: list[tuple[int, int]], partial: PartialResults,
                  plan: DevicePlan, cfg: InferenceConfig, num_classes: int, progress: bool) -> float:
     """Predict every batch and save its level-0 boxes; returns seconds spent waiting for data."""
     on_gpu = plan.device.type == "cuda"
@@ -181,7 +181,7 @@ def _run_batches(store: Any, detector: Predictor, batches: list[tuple[int, int]]
         return reader.wait_seconds
 
 
-def _batch_to_level0(outputs: list[dict[str, torch.Tensor]], start: int, store: Any, num_classes: int) -> RawDetections:
+def _batch_to_level0(outputs: list[dict[str, torch.Tensor]], start: int, store: PatchSource, num_classes: int) -> RawDetections:
     parts = []
     for offset, out in enumerate(outputs):
         boxes = out["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
@@ -200,7 +200,7 @@ def _batch_to_level0(outputs: list[dict[str, torch.Tensor]], start: int, store: 
     return RawDetections.concat(parts, num_classes)
 
 
-def _merge(raw: RawDetections, store: Any, cfg: InferenceConfig) -> RawDetections:
+def _merge(raw: RawDetections, store: PatchSource, cfg: InferenceConfig) -> RawDetections:
     keep = merge_overlaps(
         raw.boxes, raw.scores, raw.labels, raw.truncated, raw.patch_index,
         iou_threshold=cfg.nms_iou, ios_threshold=cfg.cut_cell_ios,
@@ -220,27 +220,21 @@ def _to_table(raw: RawDetections, taxonomy: list[str]) -> Detections:
     )
 
 
-def _metadata(store: Any, meta: dict[str, Any], model_path: Path | None, plan: DevicePlan, cfg: InferenceConfig,
-              taxonomy: list[str], identity: dict[str, Any], seconds: float) -> dict[str, Any]:
-    model_meta = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
-    return {
-        "complete": True,
-        "taxonomy": taxonomy,
-        "slide": dict(store.slide_info),
-        "store": {
-            "path": str(store.path), "fingerprint": store.fingerprint, "target_mpp": store.target_mpp,
-            "patch_size": store.patch_size, "overlap": store.overlap, "n_patches": store.n_patches,
-            "cell_area_mm2": store.cell_area_mm2,
-        },
-        "model": {**model_meta, "path": str(model_path) if model_path else model_meta.get("path", ""),
-                  "sha256": identity["model_sha256"]},
-        "inference": {
-            "device": plan.device.type, "precision": plan.precision, "batch_size": plan.batch_size,
-            "seconds": round(seconds, 3), "score_threshold": cfg.score_threshold, "nms_iou": cfg.nms_iou,
-            "cut_cell_ios": cfg.cut_cell_ios, "software": f"wsi_pipeline {__version__}",
-        },
-        "identity": identity,
-    }
+def _metadata(store: PatchSource, meta: ModelMeta, model_path: Path | None, plan: DevicePlan, cfg: InferenceConfig,
+              taxonomy: list[str], identity: dict[str, Any], seconds: float) -> DetectionsMeta:
+    return DetectionsMeta(
+        complete=True,
+        taxonomy=taxonomy,
+        slide=store.slide_info,
+        store=StoreRecord.of(store),
+        model=meta.record(model_path, identity["model_sha256"]),
+        inference=InferenceRecord(
+            device=plan.device.type, precision=plan.precision, batch_size=plan.batch_size,
+            seconds=round(seconds, 3), score_threshold=cfg.score_threshold, nms_iou=cfg.nms_iou,
+            cut_cell_ios=cfg.cut_cell_ios, software=f"wsi_pipeline {__version__}",
+        ),
+        identity=identity,
+    )
 
 
 def _finished_before(path: Path, identity: dict[str, Any], cfg: InferenceConfig) -> bool:
@@ -250,9 +244,9 @@ def _finished_before(path: Path, identity: dict[str, Any], cfg: InferenceConfig)
         meta = read_detections(path).meta
     except WsiError:
         return False
-    inference = meta.get("inference", {})
-    return (meta.get("identity") == identity and inference.get("nms_iou") == cfg.nms_iou
-            and inference.get("cut_cell_ios") == cfg.cut_cell_ios)
+    inference = meta.inference or InferenceRecord()
+    return (meta.identity == identity and inference.nms_iou == cfg.nms_iou
+            and inference.cut_cell_ios == cfg.cut_cell_ios)
 
 
 def _is_loaded(model: Any) -> bool:
@@ -272,9 +266,9 @@ def _load_model(path: Path, device: torch.device) -> ModelLike:
         raise ArtifactError(path, f"not a usable wsi_pipeline checkpoint ({exc.__class__.__name__})") from None
 
 
-def _model_sha256(meta: Mapping[str, Any], path: Path | None) -> str:
-    if meta.get("sha256"):
-        return str(meta["sha256"])
+def _model_sha256(meta: ModelMeta, path: Path | None) -> str:
+    if meta.sha256:
+        return str(meta.sha256)
     if path is None:
         return ""
     digest = hashlib.sha256()
@@ -283,9 +277,3 @@ def _model_sha256(meta: Mapping[str, Any], path: Path | None) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def _first(meta: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if meta.get(key):
-            return meta[key]
-    raise ArtifactError(None, f"model metadata has no class names (looked for {', '.join(keys)})")

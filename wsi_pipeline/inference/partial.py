@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from dataclasses import dataclass, fields
@@ -27,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..fsutil import atomic_path, atomic_write
+from ..store.artifacts import DETECTIONS_PARTIAL_NAME
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^patches_(\d+)_(\d+)\.npz$")
@@ -69,7 +71,7 @@ class PartialResults:
 
     @classmethod
     def open(cls, out_dir: str | Path, identity: dict[str, Any]) -> "PartialResults":
-        folder = Path(out_dir) / "detections.partial"
+        folder = Path(out_dir) / DETECTIONS_PARTIAL_NAME
         run_file = folder / "run.json"
         if run_file.is_file():
             try:
@@ -81,9 +83,7 @@ class PartialResults:
                 shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if not run_file.is_file():
-            tmp = run_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(identity, indent=1, sort_keys=True))
-            os.replace(tmp, run_file)
+            atomic_write(run_file, json.dumps(identity, indent=1, sort_keys=True))
         return cls(folder)
 
     def finished_ranges(self) -> list[tuple[int, int]]:
@@ -102,9 +102,8 @@ class PartialResults:
 
     def save(self, start: int, stop: int, raw: RawDetections) -> None:
         path = self.folder / f"patches_{start:09d}_{stop:09d}.npz"
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **{f.name: getattr(raw, f.name) for f in fields(raw)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **{f.name: getattr(raw, f.name) for f in fields(raw)})
 
     def load_all(self, num_classes: int) -> RawDetections:
         parts = []

@@ -122,6 +122,28 @@ class Slide:
     def _read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         raise NotImplementedError
 
+    def read_plan_for_mpp(self, size: int, mpp: float) -> tuple[int, int]:
+        """``(level, read_size)``: the pyramid level and the square of level pixels that :meth:`read_at_mpp` reads
+        for a ``size`` px patch at ``mpp`` um/px (the coarsest level at or finer than ``mpp``)."""
+        level = self.best_level_for_mpp(mpp)
+        return level, max(1, round(size * (mpp / self.mpp[0]) / self.level_downsamples[level]))
+
+    def read_resized(self, level: int, x: int, y: int, read_size: int, size: int) -> np.ndarray:
+        """A ``read_size`` square from ``level`` at level-0 ``(x, y)``, area-resampled to ``size`` px."""
+        region = self.read_region(level, x, y, read_size, read_size)
+        if read_size != size:
+            region = cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA)
+        return region
+
+    def read_at_mpp(self, x: int, y: int, size: int, mpp: float) -> np.ndarray:
+        """``size x size x 3`` uint8 RGB at ``mpp`` um/px whose top-left corner is level-0 ``(x, y)``.
+
+        Read from the best pyramid level and area-resampled (outside the slide is white), like
+        TIAToolbox's ``read_rect(..., resolution=mpp, units="mpp")``.
+        """
+        level, read_size = self.read_plan_for_mpp(size, mpp)
+        return self.read_resized(level, x, y, read_size, size)
+
     def thumbnail(self, mpp: float) -> np.ndarray:
         """The whole slide at about ``mpp`` um/px, built block by block so memory stays small."""
         level = self.best_level_for_mpp(mpp)

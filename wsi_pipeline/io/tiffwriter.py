@@ -18,6 +18,7 @@ import numpy as np
 import tifffile
 
 from .. import __version__
+from ..fsutil import atomic_path
 
 ReadTile = Callable[[int, int, int, int], np.ndarray]
 LEVEL_STEP = 4  # downsample between pyramid levels, as Aperio scanners write
@@ -91,8 +92,7 @@ def write_pyramidal_tiff(
     path = Path(path)
     n_levels = levels or default_levels(width, height, tile_size)
     description = aperio_description(width, height, tile_size, quality, mpp, description_extra)
-    tmp_path = path.with_name(path.name + ".partial")
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pyramid-") as scratch_dir:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pyramid-") as scratch_dir, atomic_path(path) as tmp_path:
         source: ReadTile = read_tile
         level_w, level_h = width, height
         with tifffile.TiffWriter(tmp_path, bigtiff=True) as tif:
@@ -121,7 +121,6 @@ def write_pyramidal_tiff(
                     scratch.flush()
                     source = _memmap_reader(scratch)
                     level_w, level_h = scratch.shape[1], scratch.shape[0]
-        os.replace(tmp_path, path)
     return path
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import torchvision
 
 from .. import __version__
 from ..errors import ArtifactError
+from ..fsutil import atomic_path
 from .detector import Detector, DetectorSpec, build_detector
 from .losses import build_loss
 
@@ -114,9 +114,8 @@ def save_checkpoint(
     if training_state is not None:
         payload["training_state"] = training_state
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -190,12 +190,6 @@ class _GradientStatisticsLoss(nn.Module):
         self.neg_grad += neg.to(self.neg_grad.device)
         self.update_ratio()
 
-    def reset_statistics(self) -> None:
-        """Back to the initial state (no gradients seen)."""
-        self.pos_grad.zero_()
-        self.neg_grad.zero_()
-        self.pos_neg.fill_(self.initial_pos_neg)
-
 
 class EqualizedFocalLoss(_GradientStatisticsLoss):
     """Equalized Focal Loss (Li et al., CVPR 2022), as in the official ModelTC EOD code.

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from ..config import TrainConfig
+from ..device import autocast_dtype, resolve_device, training_precision
 from ..errors import ArtifactError, ConfigError
 from ..taxonomy import load_taxonomy
 from .backbones import backbone_entry
@@ -53,25 +54,6 @@ class TrainResult:
     seconds: float
     final_loss: float
     evaluation: Evaluation | None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(None, f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision only on CUDA (bf16 when supported, else fp16); CPU trains in fp32."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
 
 
 def seed_everything(seed: int) -> None:
@@ -155,7 +137,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
     detector = build_detector(detector_spec(cfg, num_classes), criterion, cfg.model.backbone_weights or None)
     detector.to(device)
     optimizer = build_optimizer(detector, cfg)
-    amp_dtype = autocast_dtype(cfg.precision, device)
+    amp_dtype = autocast_dtype(training_precision(cfg.precision, device))
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -23,14 +23,14 @@ Example:
     >>> det = Detections.empty(num_classes=2)
     >>> path = os.path.join(tempfile.mkdtemp(), "detections.parquet")
     >>> write_detections(path, det, {"taxonomy": ["NILM", "HSIL"], "complete": True})
-    >>> read_detections(path).meta["complete"]
+    >>> read_detections(path).meta.complete
     True
 """
 
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ArtifactError
+from ..fsutil import atomic_path
+from .contracts import DETECTIONS_SCHEMA, DETECTIONS_VERSION, DetectionsMeta
 
-SCHEMA_NAME = "wsi_pipeline.detections"
-SCHEMA_VERSION = 1
+SCHEMA_NAME = DETECTIONS_SCHEMA
+SCHEMA_VERSION = DETECTIONS_VERSION
 META_KEY = b"wsi_pipeline"
 
 
@@ -56,7 +58,11 @@ class Detections:
     patch_index: np.ndarray  # (N,) int32
     class_scores: np.ndarray  # (N, C) float32
     class_names: list[str] = field(default_factory=list)  # per row
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: DetectionsMeta | None = None  # a mapping is parsed into DetectionsMeta
+
+    def __post_init__(self) -> None:
+        if isinstance(self.meta, Mapping):
+            self.meta = DetectionsMeta.from_dict(self.meta)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -88,18 +94,16 @@ class Detections:
         )
 
 
-def write_detections(path: str | Path, det: Detections, meta: dict[str, Any]) -> None:
-    """Atomically write ``det`` with ``meta`` (must contain ``taxonomy``: list of class names)."""
+def write_detections(path: str | Path, det: Detections, meta: DetectionsMeta | Mapping[str, Any]) -> None:
+    """Atomically write ``det`` with ``meta`` (a mapping is checked against :class:`DetectionsMeta`)."""
     path = Path(path)
-    meta = {"schema": SCHEMA_NAME, "version": SCHEMA_VERSION, **meta}
-    if "taxonomy" not in meta:
-        raise ValueError("detections metadata needs the taxonomy (list of class names)")
-    table = det.to_arrow(meta["taxonomy"])
-    table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
-    tmp = path.with_name(path.name + ".tmp")
+    if not isinstance(meta, DetectionsMeta):
+        meta = DetectionsMeta.from_dict(meta, path)
+    table = det.to_arrow(meta.taxonomy)
+    table = table.replace_schema_metadata({META_KEY: json.dumps(meta.to_dict()).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read_detections(path: str | Path, require_complete: bool = True) -> Detections:
@@ -114,13 +118,14 @@ def read_detections(path: str | Path, require_complete: bool = True) -> Detectio
     raw = (table.schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise ArtifactError(path, "not a wsi_pipeline detections table (no wsi_pipeline metadata)")
-    meta = json.loads(raw)
-    if meta.get("schema") != SCHEMA_NAME or int(meta.get("version", 0)) > SCHEMA_VERSION:
-        raise ArtifactError(path, f"unsupported detections schema {meta.get('schema')} v{meta.get('version')}")
-    if require_complete and not meta.get("complete", False):
+    raw_meta = json.loads(raw)
+    if raw_meta.get("schema") != SCHEMA_NAME or int(raw_meta.get("version", 0)) > SCHEMA_VERSION:
+        raise ArtifactError(path, f"unsupported detections schema {raw_meta.get('schema')} v{raw_meta.get('version')}")
+    meta = DetectionsMeta.from_dict(raw_meta, path)
+    if require_complete and not meta.complete:
         raise ArtifactError(path, "detections table is incomplete (the detection run did not finish); rerun `wsi detect`")
     n = table.num_rows
-    c = len(meta["taxonomy"])
+    c = len(meta.taxonomy)
     scores_col = table.column("scores").combine_chunks()
     class_scores = (
         scores_col.flatten().to_numpy(zero_copy_only=False).reshape(n, c).astype(np.float32)

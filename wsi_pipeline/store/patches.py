@@ -19,43 +19,79 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import struct
 import time
-import warnings
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import imagecodecs
 import imagecodecs.numcodecs
+import numcodecs
 import numpy as np
 import zarr
+from zarr.abc.codec import ArrayBytesCodec
 from zarr.codecs import BytesCodec, ShardingCodec, ZstdCodec
-from zarr.codecs.numcodecs._codecs import _NumcodecsArrayBytesCodec
 
 from .. import __version__
 from ..errors import ArtifactError
+from ..fsutil import atomic_write
+from .contracts import STORE_SCHEMA, STORE_VERSION, SlideInfo, StoreMeta
 
-SCHEMA = "wsi_pipeline.patches"
-VERSION = 1
+SCHEMA = STORE_SCHEMA
+VERSION = STORE_VERSION
 ATTR_KEY = "wsi_pipeline"
 CODECS = ("jpeg", "zstd", "none")
 ZSTD_LEVEL = 1
-_NOT_IN_SPEC = "Numcodecs codecs are not in the Zarr version 3 specification"
+JPEG_CODEC_NAME = "numcodecs.imagecodecs_jpeg"
 
 
-class ImagecodecsJpeg(_NumcodecsArrayBytesCodec, codec_name="imagecodecs_jpeg"):
+@lru_cache(maxsize=8)
+def _numcodecs_jpeg(level: int) -> Any:
+    return numcodecs.get_codec({"id": "imagecodecs_jpeg", "level": level})
+
+
+@dataclass(frozen=True)
+class ImagecodecsJpeg(ArrayBytesCodec):
     """imagecodecs' JPEG codec as a zarr v3 array->bytes codec (name ``numcodecs.imagecodecs_jpeg``).
 
-    Not part of the zarr v3 spec: other zarr implementations may not read it (docs/store.md).
+    Written against zarr's public codec API (``zarr.abc.codec.ArrayBytesCodec``); the metadata it
+    writes, ``{"name": "numcodecs.imagecodecs_jpeg", "configuration": {"level": Q}}``, is the one zarr's
+    own numcodecs wrapper writes, so stores keep their layout. Not part of the zarr v3 spec: other
+    zarr implementations may not read it (docs/store.md).
     """
+
+    is_fixed_size = False
+    level: int = 90
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImagecodecsJpeg:
+        config = dict(data.get("configuration") or {})
+        config.pop("id", None)
+        return cls(**config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": JPEG_CODEC_NAME, "configuration": {"level": self.level}}
+
+    async def _decode_single(self, chunk_data: Any, chunk_spec: Any) -> Any:
+        out = await asyncio.to_thread(_numcodecs_jpeg(self.level).decode, chunk_data.to_bytes())
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(np.asarray(out).reshape(chunk_spec.shape))
+
+    async def _encode_single(self, chunk_data: Any, chunk_spec: Any) -> Any:
+        out = await asyncio.to_thread(_numcodecs_jpeg(self.level).encode, chunk_data.as_ndarray_like())
+        return chunk_spec.prototype.buffer.from_bytes(out)
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:
+        raise NotImplementedError  # JPEG output size depends on the content
 
 
 imagecodecs.numcodecs.register_codecs(codecs=["imagecodecs_jpeg"], verbose=False)
-zarr.registry.register_codec("numcodecs.imagecodecs_jpeg", ImagecodecsJpeg)
-warnings.filterwarnings("ignore", message=_NOT_IN_SPEC)
+zarr.registry.register_codec(JPEG_CODEC_NAME, ImagecodecsJpeg)
 
 
 def _inner_codecs(codec: str, jpeg_quality: int) -> list[Any]:
@@ -76,14 +112,10 @@ def encode_patch(patch: np.ndarray, codec: str, jpeg_quality: int) -> bytes:
     return bytes(imagecodecs.zstd_encode(raw, level=ZSTD_LEVEL)) if codec == "zstd" else raw
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 class PatchStore:
     """A patch store on disk; create with :meth:`create`, read with :meth:`open`."""
+
+    meta: StoreMeta
 
     def __init__(self, path: Path, group: zarr.Group) -> None:
         self.path = path
@@ -93,7 +125,7 @@ class PatchStore:
             raise ArtifactError(path, "not a wsi_pipeline patch store")
         if meta.get("version") != VERSION:
             raise ArtifactError(path, f"patch store version {meta.get('version')}, this software reads {VERSION}")
-        self.attrs: dict[str, Any] = meta
+        self.meta = StoreMeta.from_dict(meta, path / "zarr.json")
         self._coords: np.ndarray | None = None
 
     # ---- opening ---------------------------------------------------------------------------------
@@ -123,7 +155,7 @@ class PatchStore:
         target_mpp: float,
         scale: float,
         level: int,
-        slide_info: dict[str, Any],
+        slide_info: SlideInfo | dict[str, Any],
         identity: str,
         codec: str = "jpeg",
         jpeg_quality: int = 90,
@@ -158,14 +190,11 @@ class PatchStore:
         group.create_array("coords", data=coords, chunks=(max(n, 1), 2), dimension_names=["patch", "xy"])
         n_chunks = -(-n // shard[0])
         group.create_array("done", shape=(n_chunks,), dtype="uint8", chunks=(1,), fill_value=0, compressors=None)
-        meta = {
-            "schema": SCHEMA,
-            "version": VERSION,
-            "complete": False,
+        slide = slide_info if isinstance(slide_info, SlideInfo) else SlideInfo.from_dict(slide_info, p, "slide.")
+        meta = StoreMeta.from_dict({
             "identity": identity,
             "software": f"wsi_pipeline {__version__}",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "slide": slide_info,
             "n_patches": n,
             "patch_size": patch_size,
             "overlap": overlap,
@@ -175,10 +204,10 @@ class PatchStore:
             "codec": codec,
             "jpeg_quality": jpeg_quality if codec == "jpeg" else None,
             "patches_per_chunk": shard[0],
-            "coords": "level-0 pixels, top-left corner (x, y)",
             **(extra or {}),
-        }
-        group.attrs[ATTR_KEY] = meta
+        }, p)
+        meta.slide = slide
+        group.attrs[ATTR_KEY] = meta.to_dict()
         return cls(p, group)
 
     # ---- writing ---------------------------------------------------------------------------------
@@ -196,7 +225,7 @@ class PatchStore:
         sl = self.chunk_slice(chunk)
         if patches.shape != (sl.stop - sl.start, self.patch_size, self.patch_size, 3) or patches.dtype != np.uint8:
             raise ArtifactError(self.path, f"chunk {chunk}: got patches {patches.shape} {patches.dtype}")
-        codec, quality = self.attrs["codec"], self.attrs["jpeg_quality"] or 0
+        codec, quality = self.meta.codec, self.meta.jpeg_quality or 0
         blobs = [encode_patch(patch, codec, quality) for patch in patches]
         index = []
         offset = 0
@@ -208,10 +237,10 @@ class PatchStore:
         shard = b"".join(blobs) + b"".join(struct.pack("<QQ", o, n) for o, n in index)
         chunk_dir = self.path / "patches" / "c" / str(chunk) / "0" / "0"
         chunk_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(chunk_dir / "0", shard)
+        atomic_write(chunk_dir / "0", shard)
         flag_dir = self.path / "done" / "c"
         flag_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(flag_dir / str(chunk), b"\x01")
+        atomic_write(flag_dir / str(chunk), b"\x01")
 
     def missing_chunks(self) -> list[int]:
         """Shards not yet flagged done (what a resumed run still has to write)."""
@@ -223,9 +252,10 @@ class PatchStore:
         missing = self.missing_chunks()
         if missing:
             raise ArtifactError(self.path, f"{len(missing)} of {self.n_chunks} chunks missing; cannot mark complete")
-        meta = dict(self.attrs, **extra, complete=True, completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        self._group.attrs[ATTR_KEY] = meta
-        self.attrs = meta
+        meta = StoreMeta.from_dict(dict(self.meta.to_dict(), **extra, complete=True,
+                                        completed=time.strftime("%Y-%m-%dT%H:%M:%S%z")), self.path / "zarr.json")
+        self._group.attrs[ATTR_KEY] = meta.to_dict()
+        self.meta = meta
 
     @staticmethod
     def remove(path: str | os.PathLike[str]) -> None:
@@ -253,47 +283,57 @@ class PatchStore:
         return self._coords
 
     @property
+    def attrs(self) -> dict[str, Any]:
+        """The group attributes as a plain dict (the typed form is :attr:`meta`)."""
+        return self.meta.to_dict()
+
+    @property
     def n_patches(self) -> int:
-        return int(self.attrs["n_patches"])
+        return int(self.meta.n_patches)
 
     @property
     def patch_size(self) -> int:
-        return int(self.attrs["patch_size"])
+        return int(self.meta.patch_size)
 
     @property
     def patches_per_chunk(self) -> int:
-        return int(self.attrs["patches_per_chunk"])
+        return int(self.meta.patches_per_chunk)
 
     @property
     def overlap(self) -> int:
-        return int(self.attrs["overlap"])
+        return int(self.meta.overlap)
 
     @property
     def target_mpp(self) -> float:
-        return float(self.attrs["target_mpp"])
+        return float(self.meta.target_mpp)
 
     @property
     def scale(self) -> float:
         """Level-0 pixels per patch pixel (target_mpp / slide mpp_x)."""
-        return float(self.attrs["scale"])
+        return float(self.meta.scale)
 
     @property
-    def slide_info(self) -> dict[str, Any]:
+    def slide_info(self) -> SlideInfo:
         """path, name, width, height, mpp, fingerprint, vendor of the source slide."""
-        return dict(self.attrs["slide"])
+        return self.meta.slide
 
     @property
     def fingerprint(self) -> str:
         """Identity of the store: hash of the slide fingerprint and every parameter that shapes the patches."""
-        return str(self.attrs["identity"])
+        return str(self.meta.identity)
 
     @property
     def cell_area_mm2(self) -> float:
-        return float(self.attrs.get("cell_area_mm2", 0.0))
+        return float(self.meta.cell_area_mm2 or 0.0)
+
+    @property
+    def tiling_seconds(self) -> float | None:
+        """How long the tiling run that completed the store took (None when not recorded)."""
+        return self.meta.seconds
 
     @property
     def is_complete(self) -> bool:
-        return bool(self.attrs.get("complete"))
+        return bool(self.meta.complete)
 
     def __repr__(self) -> str:
         state = "complete" if self.is_complete else "incomplete"

@@ -10,34 +10,22 @@ import uuid
 from pathlib import Path
 
 from ..datasets.annotations import Annotation, categories
+from ..fsutil import atomic_write
+from ..io.qupath import QuPathObject, feature_collection
 from ..taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 
 
 def _write_json(path: Path, data: dict) -> Path:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 
 def write_geojson(path: Path, annotations: list[Annotation], taxonomy: Taxonomy, object_type: str = "annotation") -> Path:
     """QuPath-importable FeatureCollection: one rectangle Feature per cell, classification name + colour."""
-    features = []
-    for i, a in enumerate(annotations):
-        x0, y0, x1, y1 = a.box
-        features.append({
-            "type": "Feature",
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{path.name}/{i}")),
-            "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
-            "properties": {
-                "objectType": object_type,
-                "classification": {"name": a.class_name, "color": list(taxonomy[a.class_name].rgb)},
-                "isLocked": False,
-            },
-        })
-    return _write_json(path, {"type": "FeatureCollection", "features": features})
+    objects = (QuPathObject(str(uuid.uuid5(uuid.NAMESPACE_URL, f"{path.name}/{i}")), a.box, a.class_name,
+                            taxonomy[a.class_name].rgb) for i, a in enumerate(annotations))
+    return _write_json(path, feature_collection(objects, object_type=object_type, locked=False))
 
 
 def write_coco(path: Path, annotations: list[Annotation], taxonomy: Taxonomy, image: dict) -> Path:

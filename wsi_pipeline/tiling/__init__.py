@@ -25,7 +25,9 @@ from tqdm import tqdm
 
 from ..config import TilingConfig
 from ..errors import ArtifactError, SlideError
+from ..fsutil import TMP_GLOB, atomic_path
 from ..io import Slide, open_slide
+from ..store.artifacts import MASK_NAME, STORE_NAME
 from ..store.patches import VERSION, PatchStore
 from .grid import GridSpec, covered_fraction, grid_positions, patches_in_mask
 from .mask import cell_area_mask
@@ -35,8 +37,6 @@ from .worker import ReadPlan, TileTaskError, forget, tile_chunks
 __all__ = ["TilingResult", "tile_slide", "store_identity"]
 
 log = logging.getLogger(__name__)
-STORE_NAME = "patches.zarr"
-MASK_NAME = "mask.png"
 
 
 @dataclass
@@ -98,8 +98,6 @@ def tile_slide(
     out_dir: str | os.PathLike[str],
     cfg: TilingConfig,
     mpp: float | None = None,
-    scheduler: str | None = None,
-    workers: int | None = None,
     progress: bool = True,
     force: bool = False,
 ) -> TilingResult:
@@ -113,16 +111,13 @@ def tile_slide(
         store = _existing_store(store_path, identity, force)
         if store is not None and store.is_complete:
             log.info("A complete patch store for this slide and these settings exists; reusing %s", store_path)
-            a = store.attrs
-            return TilingResult(store_path, mask_path, store.n_patches, a["n_grid"], a["kept_area_mm2"],
-                                a["kept_fraction"], a["cell_area_mm2"], time.perf_counter() - started, reused=True)
+            return _result(store, mask_path, time.perf_counter() - started, reused=True)
         spec = GridSpec(cfg.patch_size, cfg.overlap, cfg.target_mpp, slide.mpp[0])
         w, h = slide.dimensions
         if w < spec.size0 or h < spec.size0:
             raise SlideError(slide.path, f"slide is {w} x {h} px, smaller than one patch "
                              f"({spec.size0:.0f} px = {cfg.patch_size} px at {cfg.target_mpp} um/px)")
-        level = slide.best_level_for_mpp(cfg.target_mpp)
-        plan = ReadPlan(str(slide.path), mpp, level, max(1, round(spec.size0 / slide.level_downsamples[level])), cfg.patch_size)
+        plan = ReadPlan(str(slide.path), mpp, *slide.read_plan_for_mpp(cfg.patch_size, cfg.target_mpp), cfg.patch_size)
         if store is None:
             store = _new_store(slide, store_path, mask_path, spec, plan, identity, cfg)
         else:
@@ -134,17 +129,20 @@ def tile_slide(
     todo = sum(len(range(*store.chunk_slice(c).indices(store.n_patches))) for c in missing)
     with tqdm(total=todo, unit="patch", desc=f"tiling {Path(slide_path).name}", disable=not progress) as bar:
         try:
-            run_tasks(tile_chunks, task_args, cfg.scheduler if scheduler is None else scheduler,
-                      cfg.workers if workers is None else workers, bar)
+            run_tasks(tile_chunks, task_args, cfg.scheduler, cfg.workers, bar)
         except TileTaskError as exc:
             raise SlideError(exc.path, exc.reason) from None
-    store.mark_complete()
-    forget(store_path)
     seconds = time.perf_counter() - started
-    a = store.attrs
+    store.mark_complete(seconds=round(seconds, 2))
+    forget(store_path)
     log.info("Wrote %d patches to %s in %.1f s (%.0f patches/s)", todo, store_path, seconds, todo / max(seconds, 1e-9))
-    return TilingResult(store_path, mask_path, store.n_patches, a["n_grid"], a["kept_area_mm2"], a["kept_fraction"],
-                        a["cell_area_mm2"], seconds, chunks_written=len(missing))
+    return _result(store, mask_path, seconds, chunks_written=len(missing))
+
+
+def _result(store: PatchStore, mask_path: Path, seconds: float, **kw: object) -> TilingResult:
+    m = store.meta
+    return TilingResult(store.path, mask_path, store.n_patches, int(m.n_grid or 0), float(m.kept_area_mm2 or 0.0),
+                        float(m.kept_fraction or 0.0), float(m.cell_area_mm2), seconds, **kw)  # type: ignore[arg-type]
 
 
 def _new_store(slide: Slide, store_path: Path, mask_path: Path, spec: GridSpec, plan: ReadPlan, identity: str,
@@ -188,12 +186,12 @@ def _new_store(slide: Slide, store_path: Path, mask_path: Path, spec: GridSpec, 
 
 
 def _write_png(path: Path, mask: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    cv2.imwrite(str(tmp), mask.astype(np.uint8) * 255)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), mask.astype(np.uint8) * 255):
+            raise ArtifactError(path, "could not write the mask image")
 
 
 def _cleanup_partial_files(store_path: Path) -> None:
     """Remove temp files a killed worker left mid-write (their chunks are not flagged done)."""
-    for leftover in store_path.glob("*/c/**/.*.tmp"):
+    for leftover in store_path.glob(f"*/c/**/{TMP_GLOB}"):
         leftover.unlink(missing_ok=True)

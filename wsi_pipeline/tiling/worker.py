@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import WsiError
@@ -45,10 +44,7 @@ def cached_slide(path: str, user_mpp: float | None) -> Slide:
 
 def read_patch(slide: Slide, plan: ReadPlan, x: int, y: int) -> np.ndarray:
     """One patch at level-0 position ``(x, y)``, resized with INTER_AREA when the level is finer than the target."""
-    region = slide.read_region(plan.level, x, y, plan.read_size, plan.read_size)
-    if plan.read_size != plan.patch_size:
-        region = cv2.resize(region, (plan.patch_size, plan.patch_size), interpolation=cv2.INTER_AREA)
-    return region
+    return slide.read_resized(plan.level, x, y, plan.read_size, plan.patch_size)
 
 
 def tile_chunks(plan: ReadPlan, store_path: str, chunks: list[int]) -> int:
