@@ -26,6 +26,7 @@ import numpy as np
 from .config import load_config, load_train_config
 from .errors import WsiError
 from .pipeline import RunOptions, run_slide
+from .progress import progress_enabled
 from .taxonomy import CONFIG_DIR, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def build_demo_model(path: Path, progress: bool = True) -> Path:
     log.info("training the demo model (%s + %s, %d epochs); a few minutes on CPU",
              cfg.model.detector, cfg.loss.name, cfg.schedule.epochs)
     run_dir = work / "run"
-    result = train(cfg, out_dir=run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
+    result = train(cfg, out_dir=run_dir, resume=(run_dir / "last.pt").is_file(),
+                   progress=progress and progress_enabled())  # tqdm bars only on a terminal
     tmp = path.with_suffix(".pt.tmp")
     shutil.copyfile(result.model_path, tmp)
     os.replace(tmp, path)

@@ -41,12 +41,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ..config import check_device, load_config
     from ..inference import detect_store
 
     overrides = {"device": args.device, "batch_size": args.batch_size, "precision": args.precision,
                  "score_threshold": args.score_threshold}
     given = {k: v for k, v in overrides.items() if v is not None}
+    if args.device is not None:
+        check_device(args.device, key="--device")
     cfg = load_config(args.config, overrides={"inference": given}).inference  # validated like the YAML
     result = detect_store(args.store, args.model, args.out, cfg, progress=not args.no_progress)
     log.info(

@@ -7,12 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
 
 from .. import __version__
-from ..config import load_config
-from ..errors import WsiError
-from ..pipeline import RunOptions, SlideOutcome, find_slides, plan, run_slide, write_summary
+from ..config import check_device, check_scheduler, check_workers_mpp, load_config
+from ..errors import ConfigError, WsiError
+from ..pipeline import RunOptions, SlideOutcome, find_slides, plan, run_slide, slide_out_dir, write_summary
+from ..progress import progress_bar
 from .common import RESEARCH_NOTICE, HelpFormatter, add_verbosity, run_guarded, setup_logging
 
 log = logging.getLogger("wsi_pipeline.run")
@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delete-store", action="store_true", help="delete each patch store once its report is written")
     p.add_argument("--dry-run", action="store_true", help="print the plan (slides, patches, disk) and exit")
     p.add_argument("--demo", action="store_true", help="generate a synthetic TCT slide and run the pipeline on it")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--wait", action="store_true",
+                   help="when another wsi-run works on a slide (same output folder), wait for it instead of skipping")
+    p.add_argument("--skip-space-check", action="store_true",
+                   help="start a slide even when the free disk space is below the dry run's estimate of its store")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output (bars are drawn only on a terminal; logs get a line every 10 s)")
     p.add_argument("--version", action="version", version=f"wsi_pipeline {__version__}")
     add_verbosity(p)
     return p
@@ -72,19 +77,29 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.demo:
         return run_demo(args.out, device=args.device, progress=not args.no_progress)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config)  # every key and range checked here, before any work
+    _check_options(args)
     model = args.model or default_model_path(build_if_missing=not args.dry_run)
     if args.model is None:
         log.warning("using the demo model (%s): trained on synthetic cells only, NOT for clinical use", model)
     opts = RunOptions(model=model, device=args.device, scheduler=args.scheduler, workers=args.workers, mpp=args.mpp,
-                      force=args.force, keep_store=not args.delete_store, progress=not args.no_progress)
+                      force=args.force, keep_store=not args.delete_store, progress=not args.no_progress,
+                      wait=args.wait, space_check=not args.skip_space_check)
     slides = find_slides(args.inputs, include_images=args.mpp is not None)
     if not slides:
         raise WsiError(" ".join(args.inputs), "no slides found (supported: SVS, NDPI, MRXS, SCN, BIF, DICOM, TIFF)")
     if args.dry_run:
         return _print_plan(slides, cfg, model, args.mpp)
     outcomes = run_batch(slides, args.out, cfg, opts)
-    csv_path, index = write_summary(args.out, outcomes)
+    try:
+        csv_path, index = write_summary(args.out, outcomes)
+    except OSError as exc:  # e.g. the disk filled up: say so once, keep the per-slide lines below
+        from ..diskspace import describe_os_error
+
+        for tmp in args.out.glob("*.tmp"):  # the batch's own half-written summary.csv.tmp
+            tmp.unlink(missing_ok=True)
+        print(f"error: batch summary not written: {describe_os_error(exc, args.out)}", file=sys.stderr)
+        index = None
     failed = [o for o in outcomes if not o.ok]
     for o in outcomes:
         line = f"{Path(o.slide).name}: {o.status}"
@@ -93,16 +108,35 @@ def _run(args: argparse.Namespace) -> int:
         print(line)
     if len(outcomes) > 1:
         print(f"{len(outcomes) - len(failed)}/{len(outcomes)} slides done; summary: {index}")
-    return 1 if failed else 0
+    if any(o.disk_full for o in outcomes):
+        print("error: the disk is full; the batch stopped starting new slides. Free some space and rerun the same "
+              "command to resume.", file=sys.stderr)
+    return 1 if failed or index is None else 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Command-line values, checked before any work; each error names the option (exit status 2)."""
+    check_device(args.device, key="--device")
+    if args.scheduler is not None:
+        check_scheduler(args.scheduler, key="--scheduler")
+    check_workers_mpp(args.workers, args.mpp)
+    if args.model is not None and not args.model.is_file():
+        raise ConfigError(args.model, "--model: no such checkpoint file")
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(args.out, "--out must be a folder, this is a file")
 
 
 def run_batch(slides: list[Path], out_root: Path, cfg, opts: RunOptions) -> list[SlideOutcome]:
     """Run every slide; a failing slide is recorded and the batch goes on."""
     if opts.scheduler and "://" in opts.scheduler:
         return _run_on_cluster(slides, out_root, cfg, opts)
-    outcomes = []
-    bar = tqdm(slides, desc="slides", unit="slide", disable=not opts.progress or len(slides) < 2)
+    outcomes: list[SlideOutcome] = []
+    bar = progress_bar(slides, desc="slides", unit="slide", disable=not opts.progress or len(slides) < 2)
     for slide in bar:
+        if outcomes and outcomes[-1].disk_full:  # no new slide on a full disk; a rerun resumes from here
+            outcomes.append(SlideOutcome(slide=str(slide), out_dir=str(slide_out_dir(out_root, slide)), status="failed",
+                                         reason=f"{slide}: not started: the disk is full", disk_full=True))
+            continue
         bar.set_postfix_str(slide.name)
         outcomes.append(run_slide(slide, out_root, cfg, opts))
     return outcomes
@@ -119,7 +153,7 @@ def _run_on_cluster(slides: list[Path], out_root: Path, cfg, opts: RunOptions) -
         log.info("submitting %d slides to %s", len(slides), opts.scheduler)
         futures = [client.submit(run_slide, s.resolve(), out_root.resolve(), cfg, worker_opts, pure=False) for s in slides]
         done = {}
-        for fut in tqdm(as_completed(futures), total=len(futures), desc="slides", unit="slide", disable=not opts.progress):
+        for fut in progress_bar(as_completed(futures), total=len(futures), desc="slides", unit="slide", disable=not opts.progress):
             o = fut.result()
             done[o.slide] = o
     return [done[str(s.resolve())] for s in slides]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import load_config
+from ..config import check_scheduler, check_workers_mpp, load_config
 from ..tiling import tile_slide
 from .common import HelpFormatter
 
@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_options(args)
     changes = {"target_mpp": args.target_mpp, "patch_size": args.patch_size, "overlap": args.overlap,
                "codec": args.codec, "scheduler": args.scheduler, "workers": args.workers}
     overrides = {"tiling": {k: v for k, v in changes.items() if v is not None}}
@@ -53,4 +54,12 @@ def run(args: argparse.Namespace) -> int:
           f"cell area {result.cell_area_mm2:.2f} mm2; mask {result.mask_path}")
     return 0
 
+
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Command-line values, checked before any work; errors name the option (exit status 2)."""
+    if args.scheduler is not None:
+        check_scheduler(args.scheduler, key="--scheduler")
+    check_workers_mpp(args.workers, args.mpp)
 

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .. import __version__
 from ..config import InferenceConfig
 from ..errors import ArtifactError, WsiError
+from ..progress import progress_bar
 from ..store.detections import Detections, read_detections, write_detections
 from .device import DevicePlan, plan_device
 from .merge import merge_overlaps, to_level0, touches_patch_border
@@ -170,7 +170,7 @@ def _run_batches(store: Any, detector: Predictor, batches: list[tuple[int, int]]
     on_gpu = plan.device.type == "cuda"
     total = sum(stop - start for start, stop in batches)
     with PrefetchReader(store.patches, batches, cfg.prefetch_batches, pin_memory=on_gpu) as reader, \
-            tqdm(total=total, unit="patch", desc="detecting", disable=not progress) as bar, torch.inference_mode():
+            progress_bar(total=total, unit="patch", desc="detecting", disable=not progress) as bar, torch.inference_mode():
         for batch in reader:
             images = batch.images.to(plan.device, non_blocking=True)
             with plan.autocast():

@@ -26,10 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import shapely
-from tqdm import tqdm
 
 from ..errors import ArtifactError
 from ..io import open_slide
+from ..progress import progress_bar
 from ..taxonomy import Taxonomy, load_taxonomy
 from .config import SynthConfig, load_synth_config
 from .truth import Annotation, categories, load_annotations
@@ -147,7 +147,7 @@ def extract_dataset(
             level = slide.best_level_for_mpp(target_mpp)
             ds = slide.level_downsamples[level]
             read = max(1, int(math.ceil(extent / ds)))
-            for (x, y), is_rare in tqdm(origins, desc=f"patches {slide.name}", unit="patch", disable=not progress):
+            for (x, y), is_rare in progress_bar(origins, desc=f"patches {slide.name}", unit="patch", disable=not progress):
                 region = slide.read_region(level, x, y, read, read)
                 patch = cv2.resize(region, (patch_size, patch_size), interpolation=cv2.INTER_AREA)
                 name = f"{slide.name}_x{x}_y{y}.jpg"
