@@ -266,6 +266,9 @@ def _outcome_from_report(outcome: SlideOutcome, report_json: Path, status: str) 
     outcome.category = str(report.get("category", {}).get("name", ""))
     outcome.suspicion = report.get("suspicion_score")
     outcome.adequacy = str(report.get("adequacy", {}).get("status", ""))
+    specimen = report.get("specimen") or {}
+    if specimen.get("status", "ok") != "ok":  # listed in summary.csv and index.html
+        outcome.reason = f"specimen check: {specimen.get('status')}: {specimen.get('reason', '')}"
     outcome.timings = outcome.timings or dict(report.get("timings", {}))
     html_path = report_json.with_name("report.html")
     outcome.report_html = str(html_path) if html_path.is_file() else ""

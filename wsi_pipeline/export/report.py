@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import __version__
 from ..aggregate import ADEQUACY_NOTE, SUSPICION_FORMULA, SlideSummary, summarize
+from ..aggregate.specimen import apply_to_summary, check_store_and_slide
 from ..cli.common import RESEARCH_NOTICE
 from ..config import ReportConfig
 from ..errors import ArtifactError, SlideError, WsiError
@@ -152,6 +153,10 @@ def write_report(
     if access.note:
         log.warning("%s", access.note)
     try:
+        specimen = check_store_and_slide(access.slide, _store_path(det.meta, detections_path))
+        apply_to_summary(summary, specimen)  # no Bethesda category for a slide that is not a Pap preparation
+        if specimen.status != "ok":
+            log.warning("specimen check: %s: %s", specimen.status, specimen.reason)
         slide_size, slide_mpp = _slide_geometry(det.meta, access.slide, detections_path)
         overview = render_overview(access.slide, slide_size, slide_mpp, cells.boxes, cells.labels, taxonomy,
                                    cfg.thumbnail_max_px, cfg.heatmap_grid_um)
@@ -165,6 +170,7 @@ def write_report(
     all_timings = {**_recorded_timings(det.meta), **(timings or {})}
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
     report = build_report(summary, det, cfg, properties, all_timings, access.note, paths)
+    report["specimen"] = specimen.to_dict()
     _write_atomic(paths.html, render_html(report, summary, overview, crops, taxonomy))
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
     _write_atomic(paths.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -224,6 +230,13 @@ def build_report(
         "timings": timings,
         "files": {k: p.name for k, p in paths.__dict__.items()},
     }
+
+
+def _store_path(meta: dict[str, Any], detections_path: str | Path) -> Path:
+    """The patch store beside the detections (the usual layout), else where the detections say it was."""
+    beside = Path(detections_path).with_name("patches.zarr")
+    recorded = (meta.get("store") or {}).get("path")
+    return beside if beside.exists() or not recorded else Path(recorded)
 
 
 def _rounded(d: dict[str, Any]) -> dict[str, Any]:
