@@ -19,6 +19,7 @@ import html
 import json
 import logging
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -170,12 +171,14 @@ def _run_locked(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOption
     except OSError as exc:  # disk full, permissions, I/O: one line, nothing marked complete, no half-written files
         outcome.reason = f"{slide}: {describe_os_error(exc, out_dir)}"
         outcome.disk_full = is_disk_full(exc)
-        log.error("%s", outcome.reason, exc_info=True)
+        log.error("%s", outcome.reason)
+        _traceback_to(handler)
         remove_temp_files(out_dir)
     except Exception as exc:  # a bug or an unexpected library failure: record it, keep the batch going
         outcome.disk_full = is_disk_full(exc)
         outcome.reason = f"{slide}: unexpected {exc.__class__.__name__}: {exc} (traceback in {out_dir / 'run.log'})"
-        log.exception("%s failed unexpectedly", slide)
+        log.error("%s", outcome.reason)
+        _traceback_to(handler)
         remove_temp_files(out_dir)
     finally:
         logging.getLogger().removeHandler(handler)
@@ -273,6 +276,11 @@ def _outcome_from_report(outcome: SlideOutcome, report_json: Path, status: str) 
     html_path = report_json.with_name("report.html")
     outcome.report_html = str(html_path) if html_path.is_file() else ""
     return outcome
+
+
+def _traceback_to(handler: logging.Handler) -> None:
+    """The current exception's traceback into the slide's run.log only (the terminal gets one line)."""
+    handler.handle(logging.LogRecord(__name__, logging.ERROR, __file__, 0, "traceback", None, sys.exc_info()))
 
 
 def _file_log(path: Path) -> logging.Handler:
