@@ -23,8 +23,12 @@ def setup_logging(verbosity: int = 0) -> None:
     """INFO by default (plain sentences), DEBUG with -v, WARNING with -q."""
     level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
     set_quiet(verbosity < 0)  # -q also silences progress bars and progress lines
+    if verbosity <= 0 and "cv2" in sys.modules:  # OpenCV's libtiff prints its own errors on a damaged file
+        cv_log = getattr(getattr(sys.modules["cv2"], "utils", None), "logging", None)
+        if cv_log is not None:
+            cv_log.setLogLevel(cv_log.LOG_LEVEL_SILENT)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S", force=True)
-    for noisy in ("distributed", "asyncio", "PIL", "matplotlib", "numcodecs", "zarr", "fsspec"):
+    for noisy in ("distributed", "asyncio", "PIL", "matplotlib", "numcodecs", "zarr", "fsspec", "tifffile"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
@@ -45,7 +49,9 @@ def crash_log(exc: BaseException) -> Path | None:
     """Write the traceback of an unexpected exception to a log file; its path, or None if it cannot be written."""
     from ..demo import cache_dir  # noqa: PLC0415
 
-    path = cache_dir() / "logs" / f"{Path(sys.argv[0]).name or 'wsi'}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    prog = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else ""
+    prog = prog if prog.startswith("wsi") else "wsi"
+    path = cache_dir() / "logs" / f"{prog}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{' '.join(sys.argv)}\n\n" + "".join(traceback.format_exception(exc)))
