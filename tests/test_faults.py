@@ -222,6 +222,20 @@ def test_wait_option_blocks_until_the_lock_is_free(tmp_path):
     assert float(out) >= 1.0
 
 
+def test_stage_command_waits_for_a_locked_folder(slides_dir, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    lock = SlideLock(out).acquire()
+    proc = subprocess.Popen([sys.executable, "-m", "wsi_pipeline.cli.main", "tile", str(slides_dir / CMU), "--out",
+                             str(out), "--scheduler", "synchronous"], stderr=subprocess.PIPE, text=True, env=ENV)
+    time.sleep(3)
+    assert proc.poll() is None and not (out / "patches.zarr").exists(), "wsi tile must wait for the lock holder"
+    lock.release()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and f"another process (pid {os.getpid()}) is working on this folder; waiting" in err
+    assert _store_complete(out)
+
+
 # ------------------------------------------------------------------ 4. disk full and I/O errors
 
 

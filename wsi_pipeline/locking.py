@@ -19,17 +19,23 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import WsiError
 
 LOCK_NAME = ".wsi.lock"
+log = logging.getLogger(__name__)
 
 
 class SlideBusy(WsiError):
-    """Another process holds the lock of this slide folder."""
+    """Another process holds the lock of this slide folder (its pid in ``holder`` when known)."""
+
+    holder: str = ""
 
 
 class SlideLock:
@@ -49,8 +55,10 @@ class SlideLock:
             holder = _read_holder(fd)
             os.close(fd)
             who = f" (pid {holder})" if holder else ""
-            raise SlideBusy(self.folder, f"another wsi-run{who} is working on this slide; skipped "
-                            "(use --wait to wait for it)") from None
+            busy = SlideBusy(self.folder, f"another wsi-run{who} is working on this slide; skipped "
+                             "(use --wait to wait for it)")
+            busy.holder = holder
+            raise busy from None
         except BaseException:
             os.close(fd)
             raise
@@ -80,3 +88,23 @@ def _read_holder(fd: int) -> str:
         return os.pread(fd, 200, 0).decode(errors="replace").split(" ")[0].strip()
     except OSError:
         return ""
+
+
+@contextlib.contextmanager
+def stage_lock(folder: str | os.PathLike[str]) -> Iterator[SlideLock]:
+    """For the single-stage commands (``wsi tile/detect/report``, used by Snakemake): wait for the folder.
+
+    A stage command must produce its output, so it waits (saying so) instead of skipping.
+    """
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    lock = SlideLock(folder)
+    try:
+        lock.acquire()
+    except SlideBusy as exc:
+        log.warning("%s: another process (pid %s) is working on this folder; waiting for it", folder,
+                    getattr(exc, "holder", "") or "unknown")
+        lock.acquire(wait=True)
+    try:
+        yield lock
+    finally:
+        lock.release()
