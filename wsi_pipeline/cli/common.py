@@ -34,7 +34,7 @@ def setup_logging(verbosity: int = 0) -> None:
 
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output and no progress output")
 
 
 class Terminated(BaseException):

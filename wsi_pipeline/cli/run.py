@@ -26,7 +26,8 @@ EPILOG = """examples:
   wsi-run slides/ --out results/ --delete-store   # drop the patch store once a report exists
   wsi-run slides/ --out results/ --scheduler tcp://10.0.0.5:8786   # one task per slide on a Dask cluster
 
-exit status: 0 all slides succeeded, 1 some failed, 2 usage error.
+exit status: 0 all slides succeeded (or were skipped), 1 some failed (or the disk filled up),
+2 usage error (bad option or config value), 130 Ctrl-C, 143 SIGTERM; rerun the same command to resume.
 """ + RESEARCH_NOTICE
 
 
@@ -76,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..demo import default_model_path, run_demo
 
     if args.demo:
+        check_device(args.device, key="--device")
         return run_demo(args.out, device=args.device, progress=not args.no_progress)
     cfg = load_config(args.config)  # every key and range checked here, before any work
     _check_options(args)
