@@ -70,7 +70,10 @@ class LineProgress:
         elapsed = time.monotonic() - self.started
         of = f"/{self.total:g}" if self.total else ""
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        rate = f", {self.n / elapsed:.1f} {self.unit}/s" if elapsed > 0 and self.n else ""
+        rate = ""
+        if elapsed > 0 and self.n:
+            per_s = self.n / elapsed
+            rate = f", {per_s:.1f} {self.unit}/s" if per_s >= 1 else f", {elapsed / self.n:.1f} s/{self.unit}"
         extra = f" [{self.postfix}]" if self.postfix else ""
         state = "done: " if final else ""
         try:
