@@ -191,7 +191,7 @@ def test_cli_report_and_one_line_errors(tmp_path, detections, capsys):
     assert err.startswith("error: ") and "missing.parquet" in err and "\n" not in err
     bad = tmp_path / "bad.yaml"
     bad.write_text("report:\n  crop_format: tiff\n")
-    assert main(["report", str(detections), "--out", str(out), "--config", str(bad)]) == 1
+    assert main(["report", str(detections), "--out", str(out), "--config", str(bad)]) == 2  # a configuration error is a usage error
     assert "report.crop_format must be jpeg or png" in capsys.readouterr().err
 
 

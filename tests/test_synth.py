@@ -138,5 +138,5 @@ def test_cli_writes_slide_and_rejects_bad_size(tmp_path, capsys):
     assert main(["synth", "slide", "--out", str(tmp_path), "--size", "1500", "--seed", "1", "--name", "demo"]) == 0
     assert {p.name for p in tmp_path.iterdir()} >= {"demo.svs", "demo.cells.geojson", "demo.coco.json", "demo.truth.json"}
     assert "most severe" in capsys.readouterr().out
-    assert main(["synth", "slide", "--out", str(tmp_path), "--size", "10"]) == 1
+    assert main(["synth", "slide", "--out", str(tmp_path), "--size", "10"]) == 2
     assert "--size must be between" in capsys.readouterr().err

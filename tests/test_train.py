@@ -114,7 +114,7 @@ def test_missing_dataset_and_bad_config_are_one_line_errors(tmp_path, capsys):
 def test_dataset_geometry_must_match_the_config(tmp_path, capsys):
     data = make_dataset(tmp_path / "data", n_images=1)
     config = write_config(tmp_path, data, target_mpp=0.5)
-    assert main(["train", str(config)]) == 1
+    assert main(["train", str(config)]) == 2  # config does not match the data: usage error
     assert "target_mpp" in capsys.readouterr().err
 
 

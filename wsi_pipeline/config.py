@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -194,19 +195,78 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     cfg = from_dict(PipelineConfig, data, "", source)
     _check_ranges(cfg, source)
     _check_report(cfg.report, source)
+    _check_classes(cfg, source)
     return cfg
+
+
+def _check_classes(cfg: PipelineConfig, source: str) -> None:
+    """The taxonomy file exists and the per-class report thresholds name its classes (before any work starts)."""
+    from .taxonomy import load_taxonomy  # noqa: PLC0415
+
+    taxonomy = load_taxonomy(cfg.taxonomy or None)
+    for key in ("class_score_thresholds", "class_min_cells"):
+        unknown = sorted(set(getattr(cfg.report, key)) - set(taxonomy.names))
+        if unknown:
+            raise ConfigError(source, f"report.{key} names unknown class {unknown[0]!r} (known: {', '.join(taxonomy.names)})")
+
+
+SCHEDULERS = ("threads", "processes", "synchronous", "distributed")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_CLUSTER_ADDRESS = re.compile(r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def check_scheduler(value: str, key: str = "tiling.scheduler", source: str | None = None) -> str:
+    """A Dask scheduler name, or a ``tcp://HOST:PORT`` address of a running cluster.
+
+    Example:
+        >>> check_scheduler("tcp://10.0.0.5:8786")
+        'tcp://10.0.0.5:8786'
+        >>> check_scheduler("foo")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        wsi_pipeline.errors.ConfigError: tiling.scheduler must be threads, processes, synchronous, ...
+    """
+    if value in SCHEDULERS or _CLUSTER_ADDRESS.match(value or ""):
+        return value
+    raise ConfigError(source, f"{key} must be {', '.join(SCHEDULERS)} or a cluster address tcp://HOST:PORT, got {value!r}")
+
+
+def check_device(value: str, key: str = "inference.device", source: str | None = None) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether that GPU exists is checked when the model loads)."""
+    if _DEVICE.match(value or ""):
+        return value
+    raise ConfigError(source, f"{key} must be auto, cpu, cuda or cuda:N, got {value!r}")
+
+
+def check_workers_mpp(workers: int | None, mpp: float | None) -> None:
+    """``--workers`` and ``--mpp`` of ``wsi tile`` and ``wsi-run`` (None: not given)."""
+    if workers is not None and workers < 0:
+        raise ConfigError(None, f"--workers must be >= 0 (0: all cores), got {workers}")
+    if mpp is not None and not 0.01 <= mpp <= 100:
+        raise ConfigError(None, f"--mpp must be between 0.01 and 100 um/px, got {mpp}")
 
 
 def _check_ranges(cfg: PipelineConfig, source: str) -> None:
     t = cfg.tiling
+    check_scheduler(t.scheduler, source=source)
+    check_device(cfg.inference.device, source=source)
+    m = t.mask
     checks = [
         (0.05 <= t.target_mpp <= 20, "tiling.target_mpp must be between 0.05 and 20 um/px"),
         (16 <= t.patch_size <= 8192, "tiling.patch_size must be between 16 and 8192 px"),
         (0 <= t.overlap < t.patch_size, "tiling.overlap must be >= 0 and smaller than patch_size"),
-        (t.codec in ("jpeg", "zstd", "none"), "tiling.codec must be jpeg, zstd or none"),
+        (t.codec in ("jpeg", "zstd", "none"), f"tiling.codec must be jpeg, zstd or none, got {t.codec!r}"),
         (1 <= t.jpeg_quality <= 100, "tiling.jpeg_quality must be 1-100"),
         (t.patches_per_chunk >= 1 and t.batch_patches >= 1, "tiling chunk/batch sizes must be >= 1"),
-        (t.mask.method in ("otsu", "fixed"), "tiling.mask.method must be otsu or fixed"),
+        (t.workers >= 0, f"tiling.workers must be >= 0 (0: all cores), got {t.workers}"),
+        (m.method in ("otsu", "fixed"), f"tiling.mask.method must be otsu or fixed, got {m.method!r}"),
+        (0.05 <= m.mpp <= 100, f"tiling.mask.mpp must be between 0.05 and 100 um/px, got {m.mpp}"),
+        (0 <= m.threshold <= 1, f"tiling.mask.threshold must be in [0, 1], got {m.threshold}"),
+        (m.dilate_um >= 0 and m.min_object_um2 >= 0, "tiling.mask.dilate_um and tiling.mask.min_object_um2 must be >= 0"),
+        (0 <= m.min_patch_fraction <= 1, f"tiling.mask.min_patch_fraction must be in [0, 1], got {m.min_patch_fraction}"),
+        (cfg.inference.precision in PRECISIONS,
+         f"inference.precision must be {', '.join(PRECISIONS)}, got {cfg.inference.precision!r}"),
+        (cfg.inference.num_threads >= 0, f"inference.num_threads must be >= 0 (0: all cores), got {cfg.inference.num_threads}"),
         (0 <= cfg.inference.nms_iou <= 1, "inference.nms_iou must be in [0, 1]"),
         (0 < cfg.inference.cut_cell_ios <= 1, "inference.cut_cell_ios must be in (0, 1]"),
         (0 <= cfg.inference.score_threshold <= 1, "inference.score_threshold must be in [0, 1]"),

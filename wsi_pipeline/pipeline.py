@@ -18,6 +18,7 @@ import glob
 import json
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PipelineConfig, TilingConfig
+from .diskspace import DiskFullError, describe_os_error, is_disk_full, remove_temp_files
 from .errors import WsiError
 from .fsutil import atomic_path, atomic_write
 from .store.artifacts import (
@@ -37,6 +39,8 @@ from .store.artifacts import (
     SUMMARY_CSV_NAME,
 )
 from .store.contracts import ModelMeta
+from .locking import SlideBusy, SlideLock
+from .progress import progress_bar
 from .taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,8 @@ class RunOptions:
     force: bool = False
     keep_store: bool = True
     progress: bool = True
+    wait: bool = False  # another process works on the slide: wait for it (True) or skip it (False)
+    space_check: bool = True  # refuse a slide early when its patch store estimate does not fit on the disk
 
 
 @dataclass
@@ -74,6 +80,7 @@ class SlideOutcome:
     adequacy: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     report_html: str = ""
+    disk_full: bool = False  # failed for want of disk space: a batch stops starting new slides
 
     @property
     def ok(self) -> bool:
@@ -132,11 +139,13 @@ def run_batch(slides: list[Path], out_root: Path, cfg: PipelineConfig, opts: Run
     recorded and the batch goes on."""
     if opts.scheduler and "://" in opts.scheduler:
         return _run_on_cluster(slides, out_root, cfg, opts)
-    from tqdm import tqdm
-
-    outcomes = []
-    bar = tqdm(slides, desc="slides", unit="slide", disable=not opts.progress or len(slides) < 2)
+    outcomes: list[SlideOutcome] = []
+    bar = progress_bar(slides, desc="slides", unit="slide", disable=not opts.progress or len(slides) < 2)
     for slide in bar:
+        if outcomes and outcomes[-1].disk_full:  # no new slide on a full disk; a rerun resumes from here
+            outcomes.append(SlideOutcome(slide=str(slide), out_dir=str(slide_out_dir(out_root, slide)), status="failed",
+                                         reason=f"{slide}: not started: the disk is full", disk_full=True))
+            continue
         bar.set_postfix_str(slide.name)
         outcomes.append(run_slide(slide, out_root, cfg, opts))
     return outcomes
@@ -145,14 +154,13 @@ def run_batch(slides: list[Path], out_root: Path, cfg: PipelineConfig, opts: Run
 def _run_on_cluster(slides: list[Path], out_root: Path, cfg: PipelineConfig, opts: RunOptions) -> list[SlideOutcome]:
     """One task per slide on a dask.distributed cluster; workers need the slides and OUT on a shared filesystem."""
     from distributed import Client, as_completed
-    from tqdm import tqdm
 
     worker_opts = replace(opts, scheduler="threads", progress=False)
     with Client(opts.scheduler) as client:
         log.info("submitting %d slides to %s", len(slides), opts.scheduler)
         futures = [client.submit(run_slide, s.resolve(), out_root.resolve(), cfg, worker_opts, pure=False) for s in slides]
         done = {}
-        for fut in tqdm(as_completed(futures), total=len(futures), desc="slides", unit="slide", disable=not opts.progress):
+        for fut in progress_bar(as_completed(futures), total=len(futures), desc="slides", unit="slide", disable=not opts.progress):
             o = fut.result()
             done[o.slide] = o
     return [done[str(s.resolve())] for s in slides]
@@ -172,8 +180,33 @@ def run_slide(slide: Path, out_root: Path, cfg: PipelineConfig, opts: RunOptions
     report_json = out_dir / REPORT_NAME
     if report_json.is_file() and not opts.force:
         return _outcome_from_report(outcome, report_json, status="skipped")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handler = _file_log(out_dir / RUN_LOG_NAME)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = SlideLock(out_dir).acquire(wait=opts.wait)  # one worker per slide folder (docs/workflows.md)
+    except SlideBusy as exc:
+        log.warning("%s", exc)
+        outcome.status, outcome.reason = "skipped", exc.reason
+        return outcome
+    except OSError as exc:
+        outcome.reason = f"{slide}: {describe_os_error(exc, out_dir)}"
+        outcome.disk_full = is_disk_full(exc)
+        log.error("%s", outcome.reason)
+        return outcome
+    with lock:
+        if report_json.is_file() and not opts.force:  # another worker finished it while we waited
+            return _outcome_from_report(outcome, report_json, status="skipped")
+        return _run_locked(slide, out_dir, cfg, opts, outcome)
+
+
+def _run_locked(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOptions, outcome: SlideOutcome) -> SlideOutcome:
+    report_json = out_dir / REPORT_NAME
+    try:
+        handler = _file_log(out_dir / RUN_LOG_NAME)
+    except OSError as exc:
+        outcome.reason = f"{slide}: {describe_os_error(exc, out_dir)}"
+        outcome.disk_full = is_disk_full(exc)
+        log.error("%s", outcome.reason)
+        return outcome
     try:
         outcome.timings = _run_stages(slide, out_dir, cfg, opts)
         _outcome_from_report(outcome, report_json, status="ok")
@@ -181,10 +214,20 @@ def run_slide(slide: Path, out_root: Path, cfg: PipelineConfig, opts: RunOptions
             shutil.rmtree(out_dir / STORE_NAME, ignore_errors=True)
     except WsiError as exc:
         outcome.reason = str(exc)
+        outcome.disk_full = isinstance(exc, DiskFullError)
         log.error("%s", exc)
+    except OSError as exc:  # disk full, permissions, I/O: one line, nothing marked complete, no half-written files
+        outcome.reason = f"{slide}: {describe_os_error(exc, out_dir)}"
+        outcome.disk_full = is_disk_full(exc)
+        log.error("%s", outcome.reason)
+        _traceback_to(handler)
+        remove_temp_files(out_dir)
     except Exception as exc:  # a bug or an unexpected library failure: record it, keep the batch going
-        outcome.reason = f"{slide}: unexpected {exc.__class__.__name__}: {exc}"
-        log.exception("%s failed unexpectedly", slide)
+        outcome.disk_full = is_disk_full(exc)
+        outcome.reason = f"{slide}: unexpected {exc.__class__.__name__}: {exc} (traceback in {out_dir / 'run.log'})"
+        log.error("%s", outcome.reason)
+        _traceback_to(handler)
+        remove_temp_files(out_dir)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -204,6 +247,9 @@ def _run_stages(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOption
     if opts.scheduler:
         tiling = replace(tiling, scheduler=opts.scheduler)
 
+    if opts.space_check:
+        _check_space(slide, out_dir, tiling, opts.mpp)
+
     t = time.perf_counter()
     log.info("%s: stage 1/3 tiling", slide.name)
     tile_slide(slide, out_dir, tiling, mpp=opts.mpp, progress=opts.progress)
@@ -222,6 +268,28 @@ def _run_stages(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOption
     write_report(out_dir / DETECTIONS_NAME, out_dir, cfg.report, taxonomy, slide_path=slide, timings=timings)
     timings["report_s"] = round(time.perf_counter() - t, 2)
     return timings
+
+
+def _check_space(slide: Path, out_dir: Path, tiling: TilingConfig, mpp: float | None) -> None:
+    """Refuse the slide before any work when its patch store (dry-run estimate) will not fit."""
+    from .diskspace import check_free_space
+    from .io import open_slide
+
+    with open_slide(slide, mpp=mpp) as sl:
+        _, estimate = store_estimate(sl, tiling)
+    check_free_space(out_dir, estimate, out_dir / STORE_NAME, str(slide))
+
+
+def store_estimate(sl: Any, tiling: TilingConfig) -> tuple[int, float]:
+    """Patches in the slide's full grid (an upper bound before the cell-area mask) and the store's bytes."""
+    from .tiling.grid import GridSpec, grid_positions
+
+    w, h = sl.dimensions
+    spec = GridSpec(tiling.patch_size, tiling.overlap, tiling.target_mpp, sl.mpp[0])
+    n = len(grid_positions(w, h, spec))  # the grid `wsi tile` cuts, before the cell-area mask
+    # JPEG patches: a conservative 12x smaller than raw RGB (45x measured on a real TCT field, docs/store.md)
+    ratio = 12 if tiling.codec == "jpeg" else 1
+    return n, n * tiling.patch_size**2 * 3 / ratio
 
 
 def tiling_for_model(tiling: TilingConfig, model_meta: ModelMeta | Mapping[str, Any]) -> TilingConfig:
@@ -250,10 +318,18 @@ def _outcome_from_report(outcome: SlideOutcome, report_json: Path, status: str) 
     outcome.category = str(report.get("category", {}).get("name", ""))
     outcome.suspicion = report.get("suspicion_score")
     outcome.adequacy = str(report.get("adequacy", {}).get("status", ""))
+    specimen = report.get("specimen") or {}
+    if specimen.get("status", "ok") != "ok":  # listed in summary.csv and index.html
+        outcome.reason = f"specimen check: {specimen.get('status')}: {specimen.get('reason', '')}"
     outcome.timings = outcome.timings or dict(report.get("timings", {}))
     html_path = report_json.with_name(REPORT_HTML_NAME)
     outcome.report_html = str(html_path) if html_path.is_file() else ""
     return outcome
+
+
+def _traceback_to(handler: logging.Handler) -> None:
+    """The current exception's traceback into the slide's run.log only (the terminal gets one line)."""
+    handler.handle(logging.LogRecord(__name__, logging.ERROR, __file__, 0, "traceback", None, sys.exc_info()))
 
 
 def _file_log(path: Path) -> logging.Handler:
@@ -318,19 +394,14 @@ def collect_outcomes(out_root: Path) -> list[SlideOutcome]:
 def plan(slides: list[Path], cfg: PipelineConfig, model_meta: ModelMeta | Mapping[str, Any], mpp: float | None) -> list[dict]:
     """Dry run: for each slide, the patch grid it would be cut into (an upper bound before masking)."""
     from .io import open_slide
-    from .tiling.grid import GridSpec, grid_positions
 
     tiling = tiling_for_model(cfg.tiling, model_meta)
-    # JPEG patches: a conservative 12x smaller than raw RGB (45x measured on a real TCT field, docs/store.md)
-    ratio = 12 if tiling.codec == "jpeg" else 1
     rows = []
     for s in slides:
         try:
             with open_slide(s, mpp=mpp) as sl:
                 w, h = sl.dimensions
-                spec = GridSpec(tiling.patch_size, tiling.overlap, tiling.target_mpp, sl.mpp[0])
-                n = len(grid_positions(w, h, spec))  # the grid `wsi tile` cuts, before the cell-area mask
-                disk = n * tiling.patch_size**2 * 3 / ratio
+                n, disk = store_estimate(sl, tiling)
                 rows.append({"slide": str(s), "size": f"{w}x{h}", "mpp": round(sl.mpp[0], 4),
                              "max_patches": n, "disk_mb": round(disk / 1e6, 1), "status": "ok"})
         except WsiError as exc:

@@ -41,14 +41,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ..config import check_device, load_config
     from ..inference import detect_store
+    from ..locking import stage_lock
 
     overrides = {"device": args.device, "batch_size": args.batch_size, "precision": args.precision,
                  "score_threshold": args.score_threshold}
     given = {k: v for k, v in overrides.items() if v is not None}
+    if args.device is not None:
+        check_device(args.device, key="--device")
     cfg = load_config(args.config, overrides={"inference": given}).inference  # validated like the YAML
-    result = detect_store(args.store, args.model, args.out, cfg, progress=not args.no_progress)
+    with stage_lock(args.out):  # one worker per output folder (docs/workflows.md)
+        result = detect_store(args.store, args.model, args.out, cfg, progress=not args.no_progress)
     log.info(
         "%d cells detected in %d patches (%d processed now, %.1f patches/s, %.0f%% of the time waiting for data)",
         result.n_detections, result.n_patches, result.patches_run, result.patches_per_second,

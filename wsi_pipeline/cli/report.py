@@ -40,10 +40,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..export import write_report
+    from ..locking import stage_lock
     from ..taxonomy import load_taxonomy
 
     cfg = load_config(args.config)
     taxonomy = load_taxonomy(cfg.taxonomy or None)
-    paths = write_report(args.detections, args.out, cfg.report, taxonomy, slide_path=args.slide)
+    with stage_lock(args.out):  # one worker per output folder (docs/workflows.md)
+        paths = write_report(args.detections, args.out, cfg.report, taxonomy, slide_path=args.slide)
     log.info("open %s in a browser; import %s into QuPath", paths.html, paths.geojson)
     return 0

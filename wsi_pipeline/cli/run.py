@@ -10,9 +10,10 @@ import logging
 import sys
 from pathlib import Path
 
+
 from .. import __version__
-from ..config import load_config
-from ..errors import WsiError
+from ..config import check_device, check_scheduler, check_workers_mpp, load_config
+from ..errors import ConfigError, WsiError
 from ..pipeline import RunOptions, find_slides, model_meta, plan, run_batch, write_summary
 from .common import RESEARCH_NOTICE, HelpFormatter, add_verbosity, run_guarded, setup_logging
 
@@ -27,7 +28,8 @@ EPILOG = """examples:
   wsi-run slides/ --out results/ --delete-store   # drop the patch store once a report exists
   wsi-run slides/ --out results/ --scheduler tcp://10.0.0.5:8786   # one task per slide on a Dask cluster
 
-exit status: 0 all slides succeeded, 1 some failed, 2 usage error.
+exit status: 0 all slides succeeded (or were skipped), 1 some failed (or the disk filled up),
+2 usage error (bad option or config value), 130 Ctrl-C, 143 SIGTERM; rerun the same command to resume.
 """ + RESEARCH_NOTICE
 
 
@@ -54,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops", type=Path, default=None,
                    help="--demo: real crops folder <class>/*.jpg pasted into the demo slide "
                         "(default: $WSI_CROPS or ../shared/data/cytology/cell_crops)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--wait", action="store_true",
+                   help="when another wsi-run works on a slide (same output folder), wait for it instead of skipping")
+    p.add_argument("--skip-space-check", action="store_true",
+                   help="start a slide even when the free disk space is below the dry run's estimate of its store")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output (bars are drawn only on a terminal; logs get a line every 10 s)")
     p.add_argument("--version", action="version", version=f"wsi_pipeline {__version__}")
     add_verbosity(p)
     return p
@@ -76,20 +83,31 @@ def _run(args: argparse.Namespace) -> int:
     from ..models.bundled import starter_model_path
 
     if args.demo:
+        check_device(args.device, key="--device")
         return run_demo(args.out, device=args.device, progress=not args.no_progress, model=args.model, crops=args.crops)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config)  # every key and range checked here, before any work
+    _check_options(args)
     model = args.model or starter_model_path()
     if args.model is None:
         log.info("using the bundled starter model (%s): research use only, limits in docs/model_card.md", model.name)
     opts = RunOptions(model=model, device=args.device, scheduler=args.scheduler, workers=args.workers, mpp=args.mpp,
-                      force=args.force, keep_store=not args.delete_store, progress=not args.no_progress)
+                      force=args.force, keep_store=not args.delete_store, progress=not args.no_progress,
+                      wait=args.wait, space_check=not args.skip_space_check)
     slides = find_slides(args.inputs, include_images=args.mpp is not None)
     if not slides:
         raise WsiError(" ".join(args.inputs), "no slides found (supported: SVS, NDPI, MRXS, SCN, BIF, DICOM, TIFF)")
     if args.dry_run:
         return _print_plan(slides, cfg, model, args.mpp)
     outcomes = run_batch(slides, args.out, cfg, opts)
-    csv_path, index = write_summary(args.out, outcomes)
+    try:
+        csv_path, index = write_summary(args.out, outcomes)
+    except OSError as exc:  # e.g. the disk filled up: say so once, keep the per-slide lines below
+        from ..diskspace import describe_os_error
+
+        for tmp in args.out.glob("*.tmp"):  # the batch's own half-written summary.csv.tmp
+            tmp.unlink(missing_ok=True)
+        print(f"error: batch summary not written: {describe_os_error(exc, args.out)}", file=sys.stderr)
+        index = None
     failed = [o for o in outcomes if not o.ok]
     for o in outcomes:
         line = f"{Path(o.slide).name}: {o.status}"
@@ -98,7 +116,22 @@ def _run(args: argparse.Namespace) -> int:
         print(line)
     if len(outcomes) > 1:
         print(f"{len(outcomes) - len(failed)}/{len(outcomes)} slides done; summary: {index}")
-    return 1 if failed else 0
+    if any(o.disk_full for o in outcomes):
+        print("error: the disk is full; the batch stopped starting new slides. Free some space and rerun the same "
+              "command to resume.", file=sys.stderr)
+    return 1 if failed or index is None else 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Command-line values, checked before any work; each error names the option (exit status 2)."""
+    check_device(args.device, key="--device")
+    if args.scheduler is not None:
+        check_scheduler(args.scheduler, key="--scheduler")
+    check_workers_mpp(args.workers, args.mpp)
+    if args.model is not None and not args.model.is_file():
+        raise ConfigError(args.model, "--model: no such checkpoint file")
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(args.out, "--out must be a folder, this is a file")
 
 
 def _print_plan(slides: list[Path], cfg, model: Path, mpp: float | None) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import load_config
+from ..config import check_scheduler, check_workers_mpp, load_config
+from ..locking import stage_lock
 from ..tiling import tile_slide
 from .common import HelpFormatter
 
@@ -42,15 +43,25 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_options(args)
     changes = {"target_mpp": args.target_mpp, "patch_size": args.patch_size, "overlap": args.overlap,
                "codec": args.codec, "scheduler": args.scheduler, "workers": args.workers}
     overrides = {"tiling": {k: v for k, v in changes.items() if v is not None}}
     cfg = load_config(args.config, overrides=overrides).tiling
-    result = tile_slide(args.slide, args.out, cfg, mpp=args.mpp, progress=not args.no_progress, force=args.force)
+    with stage_lock(args.out):  # one worker per output folder (docs/workflows.md)
+        result = tile_slide(args.slide, args.out, cfg, mpp=args.mpp, progress=not args.no_progress, force=args.force)
     state = "reused (already complete)" if result.reused else f"written in {result.seconds:.1f} s"
     print(f"{result.n_patches} of {result.n_grid} patches {state}: {result.store_path}")
     print(f"kept area {result.kept_area_mm2:.2f} mm2 ({100 * result.kept_fraction:.0f}% of the slide); "
           f"cell area {result.cell_area_mm2:.2f} mm2; mask {result.mask_path}")
     return 0
 
+
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Command-line values, checked before any work; errors name the option (exit status 2)."""
+    if args.scheduler is not None:
+        check_scheduler(args.scheduler, key="--scheduler")
+    check_workers_mpp(args.workers, args.mpp)
 

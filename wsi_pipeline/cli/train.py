@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from ..models.training import train  # noqa: PLC0415
 
     cfg = load_train_config(args.config, overrides_from_args(args))
-    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    from ..progress import progress_enabled  # noqa: PLC0415
+
+    # the training loop draws tqdm bars: only on a terminal, never into a log file
+    result = train(cfg, resume=args.resume, progress=not args.no_progress and progress_enabled())
     print(result.model_path)
     return 0

@@ -20,18 +20,21 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import shapely
-from tqdm import tqdm
 
 from ..errors import ArtifactError
 from ..fsutil import atomic_write
 from ..io import open_slide
+from ..progress import progress_bar
 from ..taxonomy import Taxonomy, load_taxonomy
-from ..synth.config import SynthConfig, load_synth_config
 from .annotations import Annotation, categories, load_annotations
+
+if TYPE_CHECKING:
+    from ..synth.config import SynthConfig
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,9 @@ def extract_dataset(
         >>> print(s.table())  # doctest: +SKIP
     """
     taxonomy = taxonomy or load_taxonomy()
+    # label aliases and the dataset section live in configs/synth.yaml (imported here: synth builds on datasets)
+    from ..synth.config import SynthConfig, load_synth_config  # noqa: PLC0415
+
     cfg = config if isinstance(config, SynthConfig) else load_synth_config(config, taxonomy)
     d = cfg.dataset
     target_mpp = target_mpp or d.target_mpp
@@ -143,7 +149,7 @@ def extract_dataset(
             n_take = int(round(background_ratio * max(len(rare_origins), 1)))
             picks = rng.permutation(len(bg_pool))[: min(n_take, len(bg_pool))]
             origins = [(o, True) for o in rare_origins] + [(bg_pool[i], False) for i in sorted(picks)]
-            for (x, y), is_rare in tqdm(origins, desc=f"patches {slide.name}", unit="patch", disable=not progress):
+            for (x, y), is_rare in progress_bar(origins, desc=f"patches {slide.name}", unit="patch", disable=not progress):
                 patch = slide.read_at_mpp(x, y, patch_size, target_mpp)
                 name = f"{slide.name}_x{x}_y{y}.jpg"
                 if not cv2.imwrite(str(images_dir / name), cv2.cvtColor(patch, cv2.COLOR_RGB2BGR),

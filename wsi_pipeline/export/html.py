@@ -44,7 +44,8 @@ def render_html(
     crops_by_class: dict[str, list[CellCrop]] = {}
     for crop in crops:
         crops_by_class.setdefault(crop.cell.class_name, []).append(crop)
-    category_colour = taxonomy[summary.category.name].color if summary.category.name in taxonomy.names else "#4CAF50"
+    category_colour = (taxonomy[summary.category.name].color if summary.category.name in taxonomy.names
+                       else "#9E9E9E" if summary.category.severity < 0 else "#4CAF50")  # grey: not assessable
     return _ENV.get_template("report.html.j2").render(
         report=report,
         summary=summary,

@@ -19,11 +19,12 @@ from typing import Any
 
 from .. import RESEARCH_NOTICE, __version__
 from ..aggregate import ADEQUACY_NOTE, SUSPICION_FORMULA, SlideSummary, summarize
+from ..aggregate.specimen import apply_to_summary, check_store_and_slide
 from ..config import ReportConfig
 from ..errors import ArtifactError, SlideError, WsiError
 from ..fsutil import atomic_write
 from ..io.slide import Slide
-from ..store.artifacts import REPORT_HTML_NAME, REPORT_NAME
+from ..store.artifacts import REPORT_HTML_NAME, REPORT_NAME, STORE_NAME
 from ..store.contracts import DetectionsMeta, SlideInfo
 from ..store.detections import Detections, read_detections
 from ..taxonomy import Taxonomy
@@ -172,6 +173,10 @@ def write_report(
     if access.note:
         log.warning("%s", access.note)
     try:
+        specimen = check_store_and_slide(access.slide, _store_path(meta, detections_path))
+        apply_to_summary(summary, specimen)  # no Bethesda category for a slide that is not a Pap preparation
+        if specimen.status != "ok":
+            log.warning("specimen check: %s: %s", specimen.status, specimen.reason)
         slide_size, slide_mpp = _slide_geometry(meta.slide or SlideInfo(), access.slide, detections_path)
         overview = render_overview(access.slide, slide_size, slide_mpp, cells.boxes, cells.labels, taxonomy,
                                    cfg.thumbnail_max_px, cfg.heatmap_grid_um)
@@ -185,6 +190,7 @@ def write_report(
     all_timings = {**_recorded_timings(meta), **(timings or {})}
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
     report = build_report(summary, det, cfg, properties, all_timings, access.note, paths)
+    report["specimen"] = specimen.to_dict()
     atomic_write(paths.html, render_html(report, summary, overview, crops, taxonomy))
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
     atomic_write(paths.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -244,6 +250,13 @@ def build_report(
         "timings": timings,
         "files": paths.files(),
     }
+
+
+def _store_path(meta: DetectionsMeta, detections_path: str | Path) -> Path:
+    """The patch store beside the detections (the usual layout), else where the detections say it was."""
+    beside = Path(detections_path).with_name(STORE_NAME)
+    recorded = meta.store.path if meta.store else None
+    return beside if beside.exists() or not recorded else Path(recorded)
 
 
 def _rounded(d: dict[str, Any]) -> dict[str, Any]:

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .. import __version__
 from ..config import InferenceConfig
 from ..errors import ArtifactError, WsiError
+from ..progress import progress_bar
 from ..store.artifacts import DETECTIONS_NAME
 from ..store.contracts import DetectionsMeta, InferenceRecord, ModelMeta, StoreRecord
 from ..store.detections import Detections, read_detections, write_detections
@@ -170,7 +170,7 @@ def _run_batches(store: PatchSource, detector: Predictor, batches: list[tuple[in
     on_gpu = plan.device.type == "cuda"
     total = sum(stop - start for start, stop in batches)
     with PrefetchReader(store.patches, batches, cfg.prefetch_batches, pin_memory=on_gpu) as reader, \
-            tqdm(total=total, unit="patch", desc="detecting", disable=not progress) as bar, torch.inference_mode():
+            progress_bar(total=total, unit="patch", desc="detecting", disable=not progress) as bar, torch.inference_mode():
         for batch in reader:
             images = batch.images.to(plan.device, non_blocking=True)
             with plan.autocast():

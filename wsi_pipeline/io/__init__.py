@@ -39,6 +39,15 @@ def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
 
     ``mpp`` (um/px at level 0) overrides the file's own resolution.
     """
+    try:
+        return _open_slide(path, mpp)
+    except (SlideError, MemoryError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file makes the parsers fail in many ways
+        raise SlideError(path, f"damaged or unsupported file ({exc.__class__.__name__}: {str(exc)[:120] or 'no detail'})") from None
+
+
+def _open_slide(path: str | os.PathLike[str], mpp: float | None) -> Slide:
     p = check_path(path)
     try:
         vendor = openslide.OpenSlide.detect_format(str(p))

@@ -8,6 +8,7 @@ decode speed, against ~10-15% for OpenSlide ``read_region`` (docs/store.md).
 from __future__ import annotations
 
 import os
+import struct
 import re
 from pathlib import Path
 
@@ -87,9 +88,24 @@ class TiffTileSlide(Slide):
             self._pages = self._find_level_pages(levels)
             for page in self._pages:
                 self._check_page(page)
+            self._read_structure(downsamples, vendor, properties)
         except FastPathUnsupported:
             self._tif.close()
             raise
+        except (tifffile.TiffFileError, ValueError, KeyError, IndexError, TypeError, ArithmeticError, struct.error) as exc:
+            self._tif.close()  # a damaged IFD or tag: tifffile fails lazily, in many ways
+            raise FastPathUnsupported(f"not a readable TIFF ({exc})") from None
+        self.associated_image_names = list(associated or [])
+        self._fd = os.open(path, os.O_RDONLY)
+        try:
+            self.set_mpp(*self._found_mpp, user_mpp)
+        except SlideError:
+            self.close()
+            raise
+
+    def _read_structure(self, downsamples: list[float] | None, vendor: str | None,
+                        properties: dict[str, str] | None) -> None:
+        """Level geometry, vendor, properties and the resolution found in the file (sets ``self._found_mpp``)."""
         self.level_dimensions = [(p.imagewidth, p.imagelength) for p in self._pages]
         w0, h0 = self.level_dimensions[0]
         self.level_downsamples = downsamples or [(w0 / w + h0 / h) / 2 for w, h in self.level_dimensions]
@@ -106,13 +122,7 @@ class TiffTileSlide(Slide):
             omx = ome_mpp(self._tif.ome_metadata)
             found = (omx, None) if omx else (tiff_resolution_mpp(first), None)
             source = "ome" if omx else "tiff-resolution"
-        self.associated_image_names = list(associated or [])
-        self._fd = os.open(path, os.O_RDONLY)
-        try:
-            self.set_mpp(found, source, user_mpp)
-        except SlideError:
-            self.close()
-            raise
+        self._found_mpp = (found, source)
 
     def _find_level_pages(self, levels: list[tuple[int, int]] | None) -> list[tifffile.TiffPage]:
         if levels is None:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..errors import ConfigError
 from ..io.tiffwriter import write_pyramidal_tiff
@@ -80,7 +80,7 @@ def generate_slide(
     renderer = SlideRenderer(layout, bank)
     tile = cfg.slide.tile_size
     n_tiles = (-(-size_px // tile)) ** 2
-    bar = tqdm(total=n_tiles, desc=f"drawing {name}", unit="tile", disable=not progress)
+    bar = progress_bar(total=n_tiles, desc=f"drawing {name}", unit="tile", disable=not progress)
 
     def read_tile(x: int, y: int, w: int, h: int):
         bar.update(1)

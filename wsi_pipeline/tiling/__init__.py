@@ -21,13 +21,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from ..config import TilingConfig
 from ..errors import ArtifactError, SlideError
 from ..fsutil import TMP_GLOB, atomic_path
 from ..io import Slide, open_slide
 from ..store.artifacts import MASK_NAME, STORE_NAME
+from ..progress import progress_bar
 from ..store.patches import VERSION, PatchStore
 from .grid import GridSpec, covered_fraction, grid_positions, patches_in_mask
 from .mask import cell_area_mask
@@ -127,7 +127,7 @@ def tile_slide(
     chunks_per_task = max(1, cfg.batch_patches // store.patches_per_chunk)
     task_args = [(plan, str(store_path), missing[i : i + chunks_per_task]) for i in range(0, len(missing), chunks_per_task)]
     todo = sum(len(range(*store.chunk_slice(c).indices(store.n_patches))) for c in missing)
-    with tqdm(total=todo, unit="patch", desc=f"tiling {Path(slide_path).name}", disable=not progress) as bar:
+    with progress_bar(total=todo, unit="patch", desc=f"tiling {Path(slide_path).name}", disable=not progress) as bar:
         try:
             run_tasks(tile_chunks, task_args, cfg.scheduler, cfg.workers, bar)
         except TileTaskError as exc:

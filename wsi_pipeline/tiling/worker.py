@@ -55,6 +55,7 @@ def tile_chunks(plan: ReadPlan, store_path: str, chunks: list[int]) -> int:
             _STORES[store_path] = PatchStore.open(store_path, require_complete=False)
         store = _STORES[store_path]
         written = 0
+        chunk = chunks[0] if chunks else 0
         for chunk in chunks:
             positions = store.coords[store.chunk_slice(chunk)]
             patches = np.stack([read_patch(slide, plan, int(x), int(y)) for x, y in positions])
@@ -63,6 +64,10 @@ def tile_chunks(plan: ReadPlan, store_path: str, chunks: list[int]) -> int:
         return written
     except WsiError as exc:
         raise TileTaskError(exc.path, exc.reason) from None
+    except OSError as exc:  # e.g. disk full: name the shard being written (the OS error often names no file)
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(Path(store_path) / "patches" / "c" / str(chunk))) from exc
+        raise
 
 
 def forget(store_path: str | Path) -> None:
