@@ -55,3 +55,8 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, encoding: str 
         else:
             tmp.write_text(data, encoding=encoding)
     return final
+
+
+def cache_dir() -> Path:
+    """Per-user cache (crash logs): ``$WSI_PIPELINE_CACHE``, default ``~/.cache/wsi_pipeline``."""
+    return Path(os.environ.get("WSI_PIPELINE_CACHE", Path.home() / ".cache" / "wsi_pipeline"))

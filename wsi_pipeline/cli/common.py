@@ -48,7 +48,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def crash_log(exc: BaseException) -> Path | None:
     """Write the traceback of an unexpected exception to a log file; its path, or None if it cannot be written."""
-    from ..demo import cache_dir  # noqa: PLC0415
+    from ..fsutil import cache_dir  # noqa: PLC0415
 
     prog = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else ""
     prog = prog if prog.startswith("wsi") else "wsi"

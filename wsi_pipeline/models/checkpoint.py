@@ -185,7 +185,6 @@ def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True, model
         payload["meta"]["model_card"] = model_card
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        torch.save(payload, tmp)
     return dst

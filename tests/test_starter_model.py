@@ -1,0 +1,85 @@
+"""The bundled starter model: it loads (fp16 weights, model card), `wsi-run` uses it without --model on a
+mosaic of real CRIC fields, and the demo pastes held-out real crops and trains nothing."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from wsi_pipeline.cli.main import main as wsi_main
+from wsi_pipeline.cli.run import main as run_main
+from wsi_pipeline.models.bundled import starter_model_path
+from wsi_pipeline.models.checkpoint import load_checkpoint, read_checkpoint_file
+from wsi_pipeline.taxonomy import load_taxonomy
+
+
+def test_starter_model_loads_with_its_card():
+    path = starter_model_path()
+    assert path.stat().st_size <= 25e6
+    payload = read_checkpoint_file(path)
+    assert "training_state" not in payload
+    assert {v.dtype for v in payload["model"].values() if v.is_floating_point()} == {torch.float16}
+    loaded = load_checkpoint(path)
+    meta = loaded.meta
+    assert meta["architecture"]["backbone"] == "efficientnet_lite0" and meta["architecture"]["detector"] == "fcos"
+    assert meta["target_mpp"] == 0.5 and meta["taxonomy"] == load_taxonomy().names
+    card = meta["model_card"]
+    assert "research use" in card["intended_use"].lower() and card["validation"]
+    assert next(loaded.detector.parameters()).dtype == torch.float32  # fp16 on disk, fp32 to run
+    out = loaded.detector.predict(torch.zeros(1, 256, 256, 3, dtype=torch.uint8), score_threshold=0.0)
+    assert out[0]["class_scores"].shape[1] == len(meta["taxonomy"])
+
+
+def test_wsi_model_info_shows_the_bundled_model(capsys):
+    assert wsi_main(["model", "info"]) == 0
+    printed = capsys.readouterr().out
+    assert "efficientnet_lite0" in printed and "0.5 um/px" in printed and "float16" in printed
+
+
+@pytest.mark.slow
+def test_wsi_run_without_model_reports_on_a_cric_mosaic(tmp_path, cytology_dir):
+    """Two real CRIC fields side by side, given as an image with its pixel size: the default model runs."""
+    fields = sorted((cytology_dir / "cric").glob("*.webp"))[:2]
+    mosaic = np.hstack([cv2.imread(str(f)) for f in fields])
+    image = tmp_path / "cric_mosaic.png"
+    cv2.imwrite(str(image), mosaic)
+    out = tmp_path / "out"
+    assert run_main([str(image), "--mpp", "0.3", "--out", str(out), "--device", "cpu", "--no-progress",
+                     "--scheduler", "threads"]) == 0
+    report = json.loads((out / "cric_mosaic" / "report.json").read_text())
+    assert report["model"]["file"] == starter_model_path().name
+    assert report["model"]["sha256"] and report["tiling"]["target_mpp"] == 0.5
+    assert report["specimen"]["status"] == "ok"  # a Pap preparation, so a category is given
+    assert report["category"]["name"] in load_taxonomy().names
+
+
+@pytest.mark.slow
+def test_demo_uses_held_out_real_crops_and_trains_nothing(tmp_path, cytology_dir, monkeypatch, capsys):
+    import wsi_pipeline.demo as demo
+
+    monkeypatch.setattr(demo, "DEMO_SLIDE_SIZE", 4000)
+    monkeypatch.setenv("WSI_PIPELINE_CACHE", str(tmp_path / "cache"))
+    assert run_main(["--demo", "--out", str(tmp_path / "demo"), "--crops", str(cytology_dir / "cell_crops"),
+                     "--device", "cpu", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "real held-out crops" in printed and "planted high-grade cells" in printed
+    assert not (tmp_path / "cache").exists()  # nothing trained or cached
+    report = json.loads((tmp_path / "demo" / "demo_tct" / "report.json").read_text())
+    assert report["model"]["file"] == starter_model_path().name
+
+
+def test_demo_crop_bank_holds_only_crops_held_out_of_training(cytology_dir):
+    from wsi_pipeline.synth.composite import CropBank
+    from wsi_pipeline.synth.config import load_synth_config
+
+    cfg = load_synth_config().composite
+    test_bank = CropBank.load(cytology_dir / "cell_crops", cfg, split="test")
+    train_bank = CropBank.load(cytology_dir / "cell_crops", cfg, split="train")
+    test_files = {f for files in test_bank.crops.values() for f in files}
+    train_files = {f for files in train_bank.crops.values() for f in files}
+    assert test_files and train_files and not test_files & train_files
+    assert set(test_bank.crops) == set(train_bank.crops)  # every class has held-out crops
