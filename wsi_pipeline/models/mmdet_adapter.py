@@ -40,6 +40,7 @@ REGISTERED_NAMES = {
     "eqlv2": "WsiEQLv2Loss",
     "efl": "WsiEqualizedFocalLoss",
     "gradlibra": "WsiGradLibraLoss",
+    "gradlibra_v2": "WsiGradLibraV2Loss",
 }
 
 
