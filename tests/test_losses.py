@@ -398,3 +398,26 @@ def test_gradlibra_v2_statistics_move_away_from_neutral_on_a_long_tailed_stream(
     assert ratio[-1] < 0.2 and beta[-1] < 0.05  # the tail class is far from neutral (1)
     assert beta[0] > beta[-1] and ratio[0] > ratio[-1]
     assert torch.all(crit.pos_count > 0) and torch.all(crit.neg_count > 0)
+
+
+# ---------------------------------------------------------------- fp16 loss scaling
+
+@pytest.mark.parametrize("name", ["efl", "gradlibra", "gradlibra_v2", "eqlv2"])
+def test_statistics_are_unscaled_under_loss_scaling(name):
+    """A GradScaler with scale 1024 (CPU: the same arithmetic as CUDA fp16) leaves the statistics
+    equal to the unscaled run when the loss is told the scale, as the training loop does."""
+    from wsi_pipeline.models.training import scaled_backward
+
+    plain, scaled, untold = build_loss(name, C), build_loss(name, C), build_loss(name, C)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    off = torch.amp.GradScaler("cpu", enabled=False)
+    for k in range(3):
+        x, t = make_batch(seed=20 + k, dtype=torch.float32)
+        scaled_backward(plain(x.clone().requires_grad_(True), t, avg_factor=4.0), off, plain)
+        scaled_backward(scaled(x.clone().requires_grad_(True), t, avg_factor=4.0), scaler, scaled)
+        (1024.0 * untold(x.clone().requires_grad_(True), t, avg_factor=4.0)).backward()
+    assert scaled.grad_scale == 1024.0 and plain.grad_scale == 1.0
+    for buf in ("pos_grad", "neg_grad", "pos_neg"):
+        torch.testing.assert_close(getattr(scaled, buf), getattr(plain, buf), rtol=1e-5, atol=1e-6)
+    if name in ("efl", "gradlibra"):  # without the scale the hook would see 1024x gradients
+        torch.testing.assert_close(untold.pos_grad, 1024.0 * plain.pos_grad, rtol=1e-4, atol=1e-4)

@@ -155,3 +155,26 @@ def test_cuda_mixed_precision_training_keeps_float32_statistics(tmp_path, loss):
     assert torch.isfinite(pos).all() and torch.isfinite(neg).all() and neg.sum() > 0
     assert loaded.detector.criterion.pos_grad.dtype == torch.float32
     assert result.final_loss == result.final_loss  # not NaN
+
+
+def test_efl_official_recipe_config_decays_the_classification_bias(tmp_path):
+    from wsi_pipeline.models.detector import build_detector
+    from wsi_pipeline.models.losses import build_loss
+    from wsi_pipeline.models.training import build_optimizer, detector_spec
+
+    cfg = load_train_config(Path(__file__).parents[1] / "configs" / "efl_official.yaml",
+                            {"model": {"fpn_channels": 32}, "patch_size": 64})
+    assert cfg.model.prior_prob == 0.001 and cfg.schedule.optimizer == "sgd" and cfg.schedule.decay_bias_and_norm
+    assert cfg.repeat_factor_threshold > 0 and cfg.loss.name == "efl" and cfg.precision == "fp16"
+    detector = build_detector(detector_spec(cfg, 10), build_loss("efl", 10))
+    optimizer = build_optimizer(detector, cfg)
+    assert isinstance(optimizer, torch.optim.SGD)
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    biases = [(n, p) for n, p in detector.named_parameters() if n.endswith(".bias") and p.requires_grad]
+    assert biases and all(id(p) in decayed for _, p in biases)
+    cls_bias = [p for n, p in biases if p.numel() == 10]
+    assert cls_bias and torch.allclose(cls_bias[0], torch.full((10,), -6.9068), atol=1e-3)  # prior 0.001
+    # the default keeps biases out of weight decay
+    default = build_optimizer(detector, load_train_config(overrides={"patch_size": 64}))
+    decayed = {id(p) for g in default.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert not any(id(p) in decayed for _, p in biases)

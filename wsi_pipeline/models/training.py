@@ -90,15 +90,30 @@ def lr_factor(it: int, total: int, cfg: TrainConfig) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW; biases and norm weights are exempt from weight decay unless
+    ``schedule.decay_bias_and_norm`` (the official EFL recipe decays every parameter)."""
     s = cfg.schedule
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+            exempt = (p.ndim <= 1 or name.endswith(".bias")) and not s.decay_bias_and_norm
+            (no_decay if exempt else decay).append(p)
     groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if s.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=s.lr)
     return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum)
+
+
+def scaled_backward(loss: torch.Tensor, scaler: torch.amp.GradScaler, criterion: torch.nn.Module) -> None:
+    """``scaler.scale(loss).backward()``, telling the loss's gradient hooks the loss scale first.
+
+    Under fp16 the backward pass carries gradients multiplied by ``scaler.get_scale()``; losses
+    that accumulate gradient statistics in a backward hook (EFL, Grad-Libra) divide by their
+    ``grad_scale`` so the statistics are those of the unscaled loss.
+    """
+    if hasattr(criterion, "grad_scale"):
+        criterion.grad_scale = float(scaler.get_scale()) if scaler.is_enabled() else 1.0
+    scaler.scale(loss).backward()
 
 
 class MetricsLog:
@@ -199,7 +214,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
             if not torch.isfinite(loss):
                 raise ArtifactError(out, f"training diverged (loss {float(loss)} at iteration {it}); lower schedule.lr")
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaled_backward(loss, scaler, detector.criterion)
             if s.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(detector.parameters(), s.grad_clip)
