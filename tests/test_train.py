@@ -178,3 +178,18 @@ def test_efl_official_recipe_config_decays_the_classification_bias(tmp_path):
     default = build_optimizer(detector, load_train_config(overrides={"patch_size": 64}))
     decayed = {id(p) for g in default.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert not any(id(p) in decayed for _, p in biases)
+
+
+@pytest.mark.parametrize("loss", ["gradlibra_v2"])
+def test_per_class_loss_statistics_logged_and_plotted(tmp_path, loss):
+    data = make_dataset(tmp_path / "data", n_images=6)
+    config = write_config(tmp_path, data, log_loss_stats_every=1, loss={"name": loss})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    out = tmp_path / "run"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    stats = [r for r in records if r["kind"] == "loss_stats"]
+    assert [r["iter"] for r in stats] == [1, 2, 2]  # every iteration (2 batches of 3), then the end
+    assert all(len(r["pos_neg"]) == 10 and len(r["beta"]) == 10 for r in stats)
+    assert stats[0]["pos_neg"] != [100.0] * 10  # updated by the first backward pass
+    png = out / "loss_stats.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
