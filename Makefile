@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,workflows]'
+	$(PY) -m pip install -q -e '.[test,workflows,mmdet]'
 	@touch $(STAMP)
 
 install: $(STAMP)

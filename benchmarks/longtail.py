@@ -39,6 +39,9 @@ PRESETS = {
     "gpu": {"config": "configs/longtail_gpu.yaml", "train_slides": 4, "test_slides": 3, "size_px": 6000},
 }
 LOSSES = ["focal", "eqlv2", "efl", "gradlibra"]
+# The benchmark decides only when its focal baseline is strong enough (issue 11): focal mAP
+# AP@[.5:.95] >= this, and every rare class present in the test set with focal AP50 > 0.
+DECISIVE_FOCAL_MAP = 0.3
 CROPS = ROOT.parent / "shared" / "data" / "cytology" / "cell_crops"
 
 
@@ -118,6 +121,7 @@ def summarise(records: list[dict], losses: list[str], names: list[str]) -> dict:
             "rare_map": mean_std([r["rare_map"] for r in rs]),
             "rare_map50": mean_std([r["rare_map50"] for r in rs]),
             "per_class_ap": {n: mean_std([r["per_class_ap"].get(n) for r in rs]) for n in names},
+            "per_class_ap50": {n: mean_std([r.get("per_class_ap50", {}).get(n) for r in rs]) for n in names},
             "train_seconds": mean_std([r["train_seconds"] for r in rs]),
         }
     return summary
@@ -134,11 +138,37 @@ def ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}x"
 
 
+def inconclusive_reason(summary: dict, rare_present: list[str]) -> str | None:
+    """None when the run can decide between losses; otherwise why it cannot.
+
+    Example:
+        >>> inconclusive_reason({"focal": {"map": (0.1, 0.0)}}, [])
+        'focal mAP 0.100 < 0.3'
+    """
+    focal = summary.get("focal")
+    if focal is None:
+        return "no focal baseline in this run"
+    focal_map = focal["map"][0]
+    if focal_map is None or focal_map < DECISIVE_FOCAL_MAP:
+        return f"focal mAP {'n/a' if focal_map is None else f'{focal_map:.3f}'} < {DECISIVE_FOCAL_MAP}"
+    zero = [n for n in rare_present if not (focal["per_class_ap50"].get(n, (None,))[0] or 0.0) > 0]
+    if zero:
+        return f"focal AP50 is 0 for rare classes {', '.join(zero)}"
+    return None
+
+
 def markdown(summary: dict, names: list[str], counts: dict[str, int], rare: list[str], header: str) -> str:
     base = summary.get("focal", {})
-    lines = [header, "", "| loss | mAP | vs focal | rare-class mAP | vs focal | rare mAP50 | train s/run |",
-             "|---|---|---|---|---|---|---|"]
-    for loss, s in summary.items():
+    reason = inconclusive_reason(summary, [n for n in rare if counts.get(n)])
+    if reason is not None:  # no ratios: they would be read as a result
+        lines = [header, "", f"**inconclusive**: {reason}; no ratios are reported.", "",
+                 "| loss | mAP | rare-class mAP | rare mAP50 | train s/run |", "|---|---|---|---|---|"]
+        lines += [f"| {loss} | {fmt(s['map'])} | {fmt(s['rare_map'])} | {fmt(s['rare_map50'])} | "
+                  f"{s['train_seconds'][0]:.0f} |" for loss, s in summary.items()]
+    else:
+        lines = [header, "", "| loss | mAP | vs focal | rare-class mAP | vs focal | rare mAP50 | train s/run |",
+                 "|---|---|---|---|---|---|---|"]
+    for loss, s in summary.items() if reason is None else ():
         lines.append(
             f"| {loss} | {fmt(s['map'])} | {ratio(s['map'][0], base.get('map', (None,))[0])} | {fmt(s['rare_map'])} | "
             f"{ratio(s['rare_map'][0], base.get('rare_map', (None,))[0])} | {fmt(s['rare_map50'])} | "
@@ -200,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{cfg.model.detector}/{cfg.model.backbone}, {cfg.patch_size} px at {cfg.target_mpp} um/px, "
               f"seeds {seeds}, {time.perf_counter() - started:.0f} s wall")
     table = markdown(summary, taxonomy.names, test_counts, taxonomy.abnormal_names(), header)
+    reason = inconclusive_reason(summary, [n for n in taxonomy.abnormal_names() if test_counts.get(n)])
     (args.out / "results.json").write_text(json.dumps(
-        {"preset": args.preset, "smoke": args.smoke, "seeds": seeds, "train_counts": train_counts,
+        {"preset": args.preset, "smoke": args.smoke, "seeds": seeds, "inconclusive": reason,
+         "train_counts": train_counts,
          "test_counts": test_counts, "summary": summary, "runs": records}, indent=2))
     (args.out / "results.md").write_text(table)
     print(table)

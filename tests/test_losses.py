@@ -11,6 +11,7 @@ from wsi_pipeline.models.losses import (
     EQLv2Loss,
     EqualizedFocalLoss,
     GradLibraLoss,
+    GradLibraV2Loss,
     SigmoidFocalLoss,
     build_loss,
 )
@@ -308,3 +309,115 @@ def test_mmdet_adapter_converts_labels_and_matches_our_call():
     assert torch.allclose(wrapped.criterion.pos_grad, ours.pos_grad)
     assert torch.allclose(wrapped.criterion.neg_grad, ours.neg_grad)
     assert torch.all(a.grad[3] == 0)  # the ignored anchor gets no gradient
+
+
+# ---------------------------------------------------------------- Grad-Libra v2
+
+def _train_steps(crit, steps: int = 3, n: int = 64, seed: int = 0, scale: float = 1.0):
+    """Backward passes on random batches; returns the losses (statistics change between steps)."""
+    values = []
+    for k in range(steps):
+        x, t = make_batch(n=n, seed=seed + k, dtype=torch.float32)
+        leaf = x.requires_grad_(True)
+        loss = crit(leaf, t, avg_factor=5.0)
+        (scale * loss).backward()
+        values.append(loss.detach())
+    return values
+
+
+def test_gradlibra_v2_with_kappa_zero_is_eqlv2_loss_and_statistics():
+    v2 = GradLibraV2Loss(C, gamma=0.0, alpha=-1.0, kappa=0.0, lam=4.0, mu=0.8, mu_scale=12.0)
+    eql = EQLv2Loss(C, gamma=12.0, mu=0.8, alpha=4.0)
+    for a, b in zip(_train_steps(v2, steps=4), _train_steps(eql, steps=4)):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(v2.pos_grad, eql.pos_grad)
+    torch.testing.assert_close(v2.neg_grad, eql.neg_grad)
+    assert not torch.allclose(v2.pos_neg, torch.full((C,), 100.0))  # the statistics did move
+    # kappa = 0 gives EQL v2's class weights whatever the hardness, also with the focal modulation
+    focal_v2 = GradLibraV2Loss(C, kappa=0.0)
+    focal_v2.load_state_dict(v2.state_dict())
+    x, t = make_batch(seed=3, dtype=torch.float32)
+    torch.testing.assert_close(focal_v2.sample_weights(x, t), eql.sample_weights(t))
+
+
+@pytest.mark.parametrize("kappa", [0.0, 1.0, 3.0])
+def test_gradlibra_v2_with_beta_one_is_bce_or_focal(kappa):
+    x, t = make_batch(dtype=torch.float32, seed=5)
+    bce = GradLibraV2Loss(C, gamma=0.0, alpha=-1.0, kappa=kappa)  # beta = 1 at the start (pos_neg 100)
+    torch.testing.assert_close(bce.class_beta(), torch.ones(C))
+    torch.testing.assert_close(bce(x, t, avg_factor=3.0), BCELoss(C)(x, t, avg_factor=3.0))
+    focal = GradLibraV2Loss(C, gamma=2.0, alpha=0.25, kappa=kappa)
+    # beta = 1 also with hardness statistics present (after steps), when the ratio is balanced
+    _train_steps(focal, steps=2)
+    focal.pos_neg.fill_(100.0)
+    torch.testing.assert_close(focal(x, t, avg_factor=3.0), SigmoidFocalLoss(C)(x, t, avg_factor=3.0))
+    xg = x.clone().requires_grad_(True)
+    focal.loss(xg, t).sum().backward()
+    xf = x.clone().requires_grad_(True)
+    SigmoidFocalLoss(C)(xf, t).backward()
+    torch.testing.assert_close(xg.grad, xf.grad)
+
+
+def test_gradlibra_v2_hardness_gate_keeps_hard_negatives_and_boosts_hard_positives():
+    crit = GradLibraV2Loss(2, kappa=1.0)
+    crit.pos_neg.fill_(0.2)  # suppressed classes: beta ~ 7e-4
+    crit.pos_hard.fill_(3.0), crit.pos_count.fill_(10.0)  # typical positive h = 0.3
+    crit.neg_hard.fill_(1.0), crit.neg_count.fill_(100.0)  # typical negative h = 0.01
+    x = torch.tensor([[-8.0, 0.0], [4.0, -4.0]])  # negatives: easy, hard; positive: easy, hard
+    t = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    w = crit.sample_weights(x, t)
+    beta = float(crit.class_beta()[0])
+    assert w[0, 0] < 3 * beta ** 0.5 and w[0, 1] > 0.8  # easy negative suppressed, hard one (hc 0.98) ~kept
+    assert 1 < w[1, 0] < w[1, 1] <= 1 + crit.lam  # hard positive gains more than easy one
+
+
+def _longtail_stream(crit, steps: int = 40, anchors: int = 3000, seed: int = 0):
+    """A dense detector's logit stream: prior 0.001, a learnable per-class bias, 6 classes with
+    positives per image falling 300:1 from head to tail, and a few hard (high-score) negatives."""
+    g = torch.Generator().manual_seed(seed)
+    freq = torch.tensor([0.03, 0.01, 0.003, 0.001, 0.0003, 0.0001])
+    num_classes = len(freq)
+    bias = torch.full((num_classes,), -6.9, requires_grad=True)
+    opt = torch.optim.SGD([bias], lr=0.01)
+    for _ in range(steps):
+        labels = torch.multinomial(torch.cat([freq, 1 - freq.sum().view(1)]), anchors, replacement=True, generator=g)
+        t = torch.nn.functional.one_hot(labels, num_classes + 1)[:, :num_classes].float()
+        hard = (torch.rand(anchors, num_classes, generator=g) < 0.01).float()
+        x = bias + torch.randn(anchors, num_classes, generator=g) + 7.0 * t + 5.0 * hard * (1 - t)
+        loss = crit(x, t, avg_factor=max(1.0, float(t.sum())))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return crit
+
+
+def test_gradlibra_v2_statistics_move_away_from_neutral_on_a_long_tailed_stream():
+    crit = _longtail_stream(GradLibraV2Loss(6))
+    beta, ratio = crit.class_beta(), crit.pos_neg
+    print("gradlibra_v2 pos_neg", [round(v, 4) for v in ratio.tolist()], "beta", [round(v, 4) for v in beta.tolist()])
+    assert ratio[-1] < 0.2 and beta[-1] < 0.05  # the tail class is far from neutral (1)
+    assert beta[0] > beta[-1] and ratio[0] > ratio[-1]
+    assert torch.all(crit.pos_count > 0) and torch.all(crit.neg_count > 0)
+
+
+# ---------------------------------------------------------------- fp16 loss scaling
+
+@pytest.mark.parametrize("name", ["efl", "gradlibra", "gradlibra_v2", "eqlv2"])
+def test_statistics_are_unscaled_under_loss_scaling(name):
+    """A GradScaler with scale 1024 (CPU: the same arithmetic as CUDA fp16) leaves the statistics
+    equal to the unscaled run when the loss is told the scale, as the training loop does."""
+    from wsi_pipeline.models.training import scaled_backward
+
+    plain, scaled, untold = build_loss(name, C), build_loss(name, C), build_loss(name, C)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    off = torch.amp.GradScaler("cpu", enabled=False)
+    for k in range(3):
+        x, t = make_batch(seed=20 + k, dtype=torch.float32)
+        scaled_backward(plain(x.clone().requires_grad_(True), t, avg_factor=4.0), off, plain)
+        scaled_backward(scaled(x.clone().requires_grad_(True), t, avg_factor=4.0), scaler, scaled)
+        (1024.0 * untold(x.clone().requires_grad_(True), t, avg_factor=4.0)).backward()
+    assert scaled.grad_scale == 1024.0 and plain.grad_scale == 1.0
+    for buf in ("pos_grad", "neg_grad", "pos_neg"):
+        torch.testing.assert_close(getattr(scaled, buf), getattr(plain, buf), rtol=1e-5, atol=1e-6)
+    if name in ("efl", "gradlibra"):  # without the scale the hook would see 1024x gradients
+        torch.testing.assert_close(untold.pos_grad, 1024.0 * plain.pos_grad, rtol=1e-4, atol=1e-4)

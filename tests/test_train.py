@@ -155,3 +155,41 @@ def test_cuda_mixed_precision_training_keeps_float32_statistics(tmp_path, loss):
     assert torch.isfinite(pos).all() and torch.isfinite(neg).all() and neg.sum() > 0
     assert loaded.detector.criterion.pos_grad.dtype == torch.float32
     assert result.final_loss == result.final_loss  # not NaN
+
+
+def test_efl_official_recipe_config_decays_the_classification_bias(tmp_path):
+    from wsi_pipeline.models.detector import build_detector
+    from wsi_pipeline.models.losses import build_loss
+    from wsi_pipeline.models.training import build_optimizer, detector_spec
+
+    cfg = load_train_config(Path(__file__).parents[1] / "configs" / "efl_official.yaml",
+                            {"model": {"fpn_channels": 32}, "patch_size": 64})
+    assert cfg.model.prior_prob == 0.001 and cfg.schedule.optimizer == "sgd" and cfg.schedule.decay_bias_and_norm
+    assert cfg.repeat_factor_threshold > 0 and cfg.loss.name == "efl" and cfg.precision == "fp16"
+    detector = build_detector(detector_spec(cfg, 10), build_loss("efl", 10))
+    optimizer = build_optimizer(detector, cfg)
+    assert isinstance(optimizer, torch.optim.SGD)
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    biases = [(n, p) for n, p in detector.named_parameters() if n.endswith(".bias") and p.requires_grad]
+    assert biases and all(id(p) in decayed for _, p in biases)
+    cls_bias = [p for n, p in biases if p.numel() == 10]
+    assert cls_bias and torch.allclose(cls_bias[0], torch.full((10,), -6.9068), atol=1e-3)  # prior 0.001
+    # the default keeps biases out of weight decay
+    default = build_optimizer(detector, load_train_config(overrides={"patch_size": 64}))
+    decayed = {id(p) for g in default.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert not any(id(p) in decayed for _, p in biases)
+
+
+@pytest.mark.parametrize("loss", ["gradlibra_v2"])
+def test_per_class_loss_statistics_logged_and_plotted(tmp_path, loss):
+    data = make_dataset(tmp_path / "data", n_images=6)
+    config = write_config(tmp_path, data, log_loss_stats_every=1, loss={"name": loss})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    out = tmp_path / "run"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    stats = [r for r in records if r["kind"] == "loss_stats"]
+    assert [r["iter"] for r in stats] == [1, 2, 2]  # every iteration (2 batches of 3), then the end
+    assert all(len(r["pos_neg"]) == 10 and len(r["beta"]) == 10 for r in stats)
+    assert stats[0]["pos_neg"] != [100.0] * 10  # updated by the first backward pass
+    png = out / "loss_stats.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

@@ -320,7 +320,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "efl"  # focal | bce | eqlv2 | efl | gradlibra
+    name: str = "efl"  # focal | bce | eqlv2 | efl | gradlibra | gradlibra_v2
     params: dict[str, float] = field(default_factory=dict)
 
 
@@ -345,6 +345,9 @@ class ScheduleConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    # true: weight decay on every parameter, biases (the classification prior bias included) and
+    # norm weights too, as in the official EFL recipe (configs/efl_official.yaml); false: those are exempt
+    decay_bias_and_norm: bool = False
     warmup_iters: int = 100
     lr_schedule: str = "cosine"  # cosine | step | constant
     lr_steps: list[float] = field(default_factory=lambda: [0.67, 0.89])  # step: fractions of training
@@ -365,6 +368,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16/fp16 autocast on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
     num_threads: int = 0  # torch CPU threads; 0: all cores
+    log_loss_stats_every: int = 50  # per-class loss statistics (pos_neg / beta) into metrics.jsonl every N iterations; 0: off
     repeat_factor_threshold: float = 0.0  # LVIS repeat-factor sampling threshold t; 0: off
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -413,6 +417,8 @@ def _check_train(cfg: TrainConfig, source: str) -> None:
         (32 <= cfg.patch_size <= 4096, "patch_size must be between 32 and 4096 px"),
         (cfg.precision in ("auto", "fp32", "fp16", "bf16"), "precision must be auto, fp32, fp16 or bf16"),
         (cfg.repeat_factor_threshold >= 0, "repeat_factor_threshold must be >= 0"),
+        (cfg.log_loss_stats_every >= 0, "log_loss_stats_every must be >= 0"),
+        (s.weight_decay >= 0, "schedule.weight_decay must be >= 0"),
         (s.epochs >= 1 and s.batch_size >= 1, "schedule.epochs and schedule.batch_size must be >= 1"),
         (s.optimizer in ("sgd", "adamw"), "schedule.optimizer must be sgd or adamw"),
         (s.lr > 0, "schedule.lr must be > 0"),

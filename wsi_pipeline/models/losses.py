@@ -41,6 +41,7 @@ __all__ = [
     "SigmoidFocalLoss",
     "EqualizedFocalLoss",
     "GradLibraLoss",
+    "GradLibraV2Loss",
     "EQLv2Loss",
     "LOSSES",
     "build_loss",
@@ -151,6 +152,10 @@ class _GradientStatisticsLoss(nn.Module):
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.num_classes = num_classes
+        # The factor the backward pass's gradients are multiplied by (fp16 loss scaling): the
+        # training loop sets it to ``GradScaler.get_scale()`` before ``backward()`` so the hook
+        # accumulates unscaled gradients. 1 without loss scaling. Not a buffer: it is per step.
+        self.grad_scale: float = 1.0
         self.register_buffer("pos_grad", torch.zeros(num_classes, dtype=torch.float32))
         self.register_buffer("neg_grad", torch.zeros(num_classes, dtype=torch.float32))
         self.register_buffer("pos_neg", torch.full((num_classes,), self.initial_pos_neg, dtype=torch.float32))
@@ -165,6 +170,10 @@ class _GradientStatisticsLoss(nn.Module):
 
     def update_ratio(self) -> None:
         self.pos_neg.copy_(torch.clamp(self.pos_grad / (self.neg_grad + 1e-10), 0, 1))
+
+    def log_statistics(self) -> dict[str, list[float]]:
+        """Per-class statistics for the training log: ``pos_neg`` (and ``beta`` where the loss has one)."""
+        return {"pos_neg": self.pos_neg.tolist()}
 
     def forward(self, logits: Tensor, targets: Tensor, avg_factor: float = 1.0) -> Tensor:
         _check_inputs(logits, targets, self.num_classes)
@@ -182,8 +191,14 @@ class _GradientStatisticsLoss(nn.Module):
 
     @torch.no_grad()
     def collect_grad(self, grad: Tensor, logits: Tensor, targets: Tensor) -> None:
-        """Add the gradient magnitudes of one backward pass to ``pos_grad`` / ``neg_grad``."""
-        magnitude = self.gradient_magnitude(grad.to(logits.dtype), logits, targets).float()
+        """Add the gradient magnitudes of one backward pass to ``pos_grad`` / ``neg_grad``.
+
+        ``grad`` is divided by :attr:`grad_scale` first, so fp16 loss scaling does not change the sums.
+        """
+        grad = grad.to(logits.dtype)
+        if self.grad_scale != 1.0:
+            grad = grad / self.grad_scale
+        magnitude = self.gradient_magnitude(grad, logits, targets).float()
         pos = _all_reduce(torch.sum(magnitude * targets, dim=0))
         neg = _all_reduce(torch.sum(magnitude * (1 - targets), dim=0))
         self.pos_grad += pos.to(self.pos_grad.device)
@@ -356,8 +371,113 @@ class EQLv2Loss(_GradientStatisticsLoss):
     def update_ratio(self) -> None:
         self.pos_neg.copy_(self.pos_grad / (self.neg_grad + 1e-10))
 
+    def log_statistics(self) -> dict[str, list[float]]:
+        return {"pos_neg": self.pos_neg.tolist(), "beta": self.class_weights()[1].tolist()}
+
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, gamma={self.gamma}, mu={self.mu}, alpha={self.alpha}"
+
+
+class GradLibraV2Loss(_GradientStatisticsLoss):
+    """Grad-Libra v2: OUR SECOND RECONSTRUCTION of Liu et al., MICCAI 2022 - EQL v2's class balance
+    with a per-sample hardness gate, on the focal-modulated BCE. Not the authors' loss.
+
+    With ``p = sigmoid(x)``, ``h = |p - t|`` (detached; the magnitude of dBCE/dx) and, per class j,
+    running sums over positives (+) and negatives (-) of the weighted gradient ``G = sum h w``, the
+    hardness ``H = sum h`` and the count ``N``::
+
+        r_j    = G+_j / (G-_j + 1e-10)                  (``pos_neg``; not clamped)
+        beta_j = sigmoid(mu_scale * (r_j - mu))         (EQL v2's mapping; 1 = balanced)
+        hc_ij  = h / (h + H_j / N_j)                    (hardness relative to the class's typical
+                                                         positive / negative; 0.5 when N_j = 0)
+        w-_ij  = beta_j ** ((1 - hc_ij) ** kappa)       easy negatives of a suppressed class lose
+                                                        weight, hard ones (hc -> 1) keep weight 1
+        w+_ij  = 1 + lam * (1 - beta_j) * hc_ij ** kappa  hard positives of a suppressed class gain
+        loss   = sum(alpha_t * w * (1 - p_t)^gamma * -log(p_t)) / avg_factor      (w detached)
+
+    The statistic is the un-modulated ``h * w`` (as EQL v2), not the focal-modulated real
+    gradient: with gamma = 2 easy negatives contribute ~p^3 and the ratio never leaves 1 in short
+    runs (issue 11). ``kappa = 0`` is EQL v2's weighting (with ``gamma = 0, alpha = -1`` it is
+    :class:`EQLv2Loss` exactly, statistics included); ``beta = 1`` (the start: ``pos_neg`` begins
+    at 100) is the focal loss (BCE with ``gamma = 0, alpha = -1``). Statistics are collected on
+    ``backward()``; they do not depend on the gradient's scale.
+
+    Example:
+        >>> import torch
+        >>> crit = GradLibraV2Loss(num_classes=2)
+        >>> round(crit(torch.zeros(1, 2), torch.tensor([[1., 0.]]), avg_factor=1).item(), 4)  # focal at start
+        0.1733
+    """
+
+    initial_pos_neg = 100.0
+
+    def __init__(
+        self,
+        num_classes: int,
+        gamma: float = 2.0,
+        alpha: float = 0.25,
+        kappa: float = 1.0,
+        lam: float = 4.0,
+        mu: float = 0.8,
+        mu_scale: float = 12.0,
+    ) -> None:
+        super().__init__(num_classes)
+        if kappa < 0 or lam < 0 or mu_scale <= 0:
+            raise ValueError("GradLibraV2Loss needs kappa >= 0, lam >= 0 and mu_scale > 0")
+        self.gamma = float(gamma)
+        self.alpha = float(alpha)
+        self.kappa = float(kappa)
+        self.lam = float(lam)
+        self.mu = float(mu)
+        self.mu_scale = float(mu_scale)
+        for name in ("pos_hard", "neg_hard", "pos_count", "neg_count"):
+            self.register_buffer(name, torch.zeros(num_classes, dtype=torch.float32))
+
+    def class_beta(self) -> Tensor:
+        """``beta_j`` per class for the current statistics (1: balanced, towards 0: suppressed)."""
+        return torch.sigmoid(self.mu_scale * (self.pos_neg.detach() - self.mu))
+
+    def sample_weights(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """The constant per-element weights ``w_ij`` (no gradient)."""
+        with torch.no_grad():
+            h = (torch.sigmoid(logits) - targets).abs()
+            beta = self.class_beta().to(logits.dtype).view(1, -1)
+            typical_pos = (self.pos_hard / self.pos_count.clamp(min=1)).to(logits.dtype).view(1, -1)
+            typical_neg = (self.neg_hard / self.neg_count.clamp(min=1)).to(logits.dtype).view(1, -1)
+            typical = targets * typical_pos + (1 - targets) * typical_neg
+            seen = (targets * (self.pos_count > 0).view(1, -1) + (1 - targets) * (self.neg_count > 0).view(1, -1)) > 0
+            hc = torch.where(seen, h / (h + typical + 1e-12), torch.full_like(h, 0.5))
+            neg_w = torch.pow(beta, torch.pow(1 - hc, self.kappa))
+            pos_w = 1 + self.lam * (1 - beta) * torch.pow(hc, self.kappa)
+            return targets * pos_w + (1 - targets) * neg_w
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        weights = self.sample_weights(logits, targets)
+        return alpha_weight(targets, self.alpha) * weights * focal_term(logits, targets, self.gamma)
+
+    @torch.no_grad()
+    def collect_grad(self, grad: Tensor, logits: Tensor, targets: Tensor) -> None:
+        # weights with the statistics the forward pass used (backward has not changed them yet)
+        h = (torch.sigmoid(logits) - targets).abs()
+        weighted = (h * self.sample_weights(logits, targets)).float()
+        h, t = h.float(), targets.float()
+        sums = _all_reduce(torch.stack([
+            (weighted * t).sum(0), (weighted * (1 - t)).sum(0), (h * t).sum(0), (h * (1 - t)).sum(0),
+            t.sum(0), (1 - t).sum(0),
+        ]).to(self.pos_grad.device))
+        for buffer, value in zip((self.pos_grad, self.neg_grad, self.pos_hard, self.neg_hard, self.pos_count,
+                                  self.neg_count), sums):
+            buffer += value
+        self.pos_neg.copy_(self.pos_grad / (self.neg_grad + 1e-10))
+
+    def log_statistics(self) -> dict[str, list[float]]:
+        return {"pos_neg": self.pos_neg.tolist(), "beta": self.class_beta().tolist()}
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, gamma={self.gamma}, alpha={self.alpha}, kappa={self.kappa}, "
+            f"lam={self.lam}, mu={self.mu}, mu_scale={self.mu_scale}"
+        )
 
 
 LOSSES: dict[str, type[nn.Module]] = {
@@ -366,11 +486,12 @@ LOSSES: dict[str, type[nn.Module]] = {
     "eqlv2": EQLv2Loss,
     "efl": EqualizedFocalLoss,
     "gradlibra": GradLibraLoss,
+    "gradlibra_v2": GradLibraV2Loss,
 }
 
 
 def build_loss(name: str, num_classes: int, params: dict[str, Any] | None = None) -> nn.Module:
-    """A loss by its config name (``bce``, ``focal``, ``eqlv2``, ``efl``, ``gradlibra``).
+    """A loss by its config name (``bce``, ``focal``, ``eqlv2``, ``efl``, ``gradlibra``, ``gradlibra_v2``).
 
     Example:
         >>> build_loss("efl", 10, {"scale_factor": 4.0}).scale_factor

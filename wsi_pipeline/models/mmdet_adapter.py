@@ -11,10 +11,12 @@ statistics serve both engines. Use it from an mmdet config without changing mmde
                                               gamma=2.0, alpha=0.25, scale_factor=8.0)))
 
 Importing this module registers ``WsiBCELoss``, ``WsiFocalLoss``, ``WsiEQLv2Loss``,
-``WsiEqualizedFocalLoss`` and ``WsiGradLibraLoss`` in ``mmdet.registry.MODELS`` when mmdet is
-installed. mmdet and mmcv could not be installed on the project's build machines (mmcv's compiled
-ops), so the registration itself is untested here; the label conversion and the loss call are
-tested without mmdet (``tests/test_losses.py``).
+``WsiEqualizedFocalLoss``, ``WsiGradLibraLoss`` and ``WsiGradLibraV2Loss`` in
+``mmdet.registry.MODELS`` when mmdet is installed (the ``mmdet`` extra: mmdet 3.3 with mmengine and
+the pure-Python mmcv-lite). ``tests/test_mmdet.py`` builds each loss through ``MODELS.build`` and
+checks value, gradient and statistics against the native call; the label conversion is also tested
+without mmdet (``tests/test_losses.py``). An example config for labs with a full mmcv:
+``configs/mmdet/retinanet_r50_fpn_gradlibra_v2_tct.py``.
 
 Example:
     >>> import torch
@@ -40,6 +42,7 @@ REGISTERED_NAMES = {
     "eqlv2": "WsiEQLv2Loss",
     "efl": "WsiEqualizedFocalLoss",
     "gradlibra": "WsiGradLibraLoss",
+    "gradlibra_v2": "WsiGradLibraV2Loss",
 }
 
 

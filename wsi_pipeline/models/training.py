@@ -4,7 +4,8 @@ Writes into the output folder::
 
     last.pt          checkpoint + training state after every epoch (``--resume`` continues from it)
     model.pt         the final model (no optimizer state), written last: its presence means done
-    metrics.jsonl    one JSON line per logged step / epoch / evaluation
+    metrics.jsonl    one JSON line per logged step / epoch / evaluation / per-class loss statistics
+    loss_stats.png   the loss's per-class statistics against iterations (losses that keep any)
     config.yaml      the resolved training config
 
 Example:
@@ -42,6 +43,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CocoPatchDataset, RepeatFactorSampler, check_classes, collate, repeat_factors
 from .detector import Detector, DetectorSpec, build_detector, count_parameters
 from .evaluation import Evaluation, evaluate_detector
+from .loss_stats import plot_loss_statistics
 from .losses import build_loss
 
 log = logging.getLogger(__name__)
@@ -90,15 +92,30 @@ def lr_factor(it: int, total: int, cfg: TrainConfig) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW; biases and norm weights are exempt from weight decay unless
+    ``schedule.decay_bias_and_norm`` (the official EFL recipe decays every parameter)."""
     s = cfg.schedule
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+            exempt = (p.ndim <= 1 or name.endswith(".bias")) and not s.decay_bias_and_norm
+            (no_decay if exempt else decay).append(p)
     groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if s.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=s.lr)
     return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum)
+
+
+def scaled_backward(loss: torch.Tensor, scaler: torch.amp.GradScaler, criterion: torch.nn.Module) -> None:
+    """``scaler.scale(loss).backward()``, telling the loss's gradient hooks the loss scale first.
+
+    Under fp16 the backward pass carries gradients multiplied by ``scaler.get_scale()``; losses
+    that accumulate gradient statistics in a backward hook (EFL, Grad-Libra) divide by their
+    ``grad_scale`` so the statistics are those of the unscaled loss.
+    """
+    if hasattr(criterion, "grad_scale"):
+        criterion.grad_scale = float(scaler.get_scale()) if scaler.is_enabled() else 1.0
+    scaler.scale(loss).backward()
 
 
 class MetricsLog:
@@ -199,7 +216,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
             if not torch.isfinite(loss):
                 raise ArtifactError(out, f"training diverged (loss {float(loss)} at iteration {it}); lower schedule.lr")
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaled_backward(loss, scaler, detector.criterion)
             if s.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(detector.parameters(), s.grad_clip)
@@ -216,6 +233,9 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
             if it % 20 == 0:
                 metrics.write(kind="step", epoch=epoch + 1, iter=it, lr=optimizer.param_groups[0]["lr"],
                               loss=value, **{k: float(v.detach()) for k, v in losses.items()})
+            stats_every = cfg.log_loss_stats_every
+            if stats_every > 0 and it % stats_every == 0 and (stats := _loss_statistics(detector)):
+                metrics.write(kind="loss_stats", epoch=epoch + 1, iter=it, **stats)
         bar.close()
         epoch_losses = {k: v / max(1, n) for k, v in sums.items()}
         metrics.write(kind="epoch", epoch=epoch + 1, iter=it, seconds=time.perf_counter() - started, **epoch_losses,
@@ -230,6 +250,11 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
         _save(last, detector, cfg, taxonomy, dataset, epoch + 1, it, evaluation, optimizer, scaler)
 
     model_path = _save(out / "model.pt", detector, cfg, taxonomy, dataset, s.epochs, it, evaluation, None, None)
+    if _loss_statistics(detector):
+        metrics.write(kind="loss_stats", epoch=s.epochs, iter=it, **_loss_statistics(detector))
+        plot = plot_loss_statistics(metrics.path, out / "loss_stats.png", taxonomy.names)
+        if plot is not None:
+            log.info("Per-class loss statistics plotted in %s", plot)
     seconds = time.perf_counter() - started
     log.info("Model written to %s (%.0f s)", model_path, seconds)
     return TrainResult(model_path, s.epochs, seconds, running, evaluation)
@@ -245,8 +270,9 @@ def _check_dataset_geometry(dataset: CocoPatchDataset, cfg: TrainConfig) -> None
 
 
 def _loss_statistics(detector: Detector) -> dict[str, Any]:
-    buffers = dict(detector.criterion.named_buffers())
-    return {"pos_neg": buffers["pos_neg"].tolist()} if "pos_neg" in buffers else {}
+    """The loss's per-class statistics (``pos_neg``, and ``beta`` where it has one); {} for BCE / focal."""
+    criterion = detector.criterion
+    return criterion.log_statistics() if hasattr(criterion, "log_statistics") else {}
 
 
 def _save(path: Path, detector: Detector, cfg: TrainConfig, taxonomy, dataset: CocoPatchDataset, epoch: int, it: int,
