@@ -10,7 +10,11 @@ Measured in the same run:
   reading   decoding patches from the store alone
 and printed as ratios; `idle` is the share of the batch loop the model waited for data (target < 10%).
 
-Usage: python benchmarks/inference.py [--batch-size 4] [--threads 0] [--repeat 2]
+With --starter: the bundled starter model (FCOS, EfficientNet-Lite0, 256 px at 0.5 um/px) against the
+demo detector's architecture (FCOS, ResNet-18 FPN-64, 256 px; configs/train_demo.yaml, which works at
+1 um/px), model alone on the same 256 px patches cut from the field; patches/s and mm^2 of slide per s.
+
+Usage: python benchmarks/inference.py [--batch-size 4] [--threads 0] [--repeat 2] [--starter]
 """
 
 from __future__ import annotations
@@ -46,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     parser.add_argument("--repeat", type=int, default=1, help="end-to-end runs (best is reported)")
+    parser.add_argument("--starter", action="store_true", help="starter model vs the ResNet-18 demo architecture")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.starter:
+        return compare_starter(args.batch_size, args.threads)
     tiling = TilingConfig(scheduler="threads")
     names = load_taxonomy().names
 
@@ -92,6 +99,43 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wsi detect   : {best.patches_per_second:7.2f} patches/s end to end = {best.patches_per_second / base_rate:.2f}x "
           f"baseline; model idle waiting for data {100 * best.data_wait_fraction:.1f}% (target < 10%)")
     print(f"slide extrapolation: {4000 / best.patches_per_second / 60:.0f} min for a ~4,000-patch slide on this CPU")
+    return 0
+
+
+def _model_rate(detector, patches: torch.Tensor, batch: int) -> float:
+    with torch.inference_mode():
+        detector.predict(patches[:batch], score_threshold=0.05)  # warm-up
+        t0 = time.perf_counter()
+        for start in range(0, len(patches), batch):
+            detector.predict(patches[start:start + batch], score_threshold=0.05)
+        return len(patches) / (time.perf_counter() - t0)
+
+
+def compare_starter(batch: int, threads: int, n: int = 96) -> int:
+    """Model-alone patches/s of the starter model and the demo architecture, measured in one run."""
+    from wsi_pipeline.models.bundled import starter_model_path  # noqa: PLC0415
+    from wsi_pipeline.models.checkpoint import load_checkpoint  # noqa: PLC0415
+
+    torch.set_num_threads(threads or torch.get_num_threads())
+    image = cv2.cvtColor(cv2.imread(str(FIELD)), cv2.COLOR_BGR2RGB)
+    rng = torch.Generator().manual_seed(0)
+    ys = torch.randint(0, image.shape[0] - 256, (n,), generator=rng)
+    xs = torch.randint(0, image.shape[1] - 256, (n,), generator=rng)
+    patches = torch.stack([torch.from_numpy(image[y:y + 256, x:x + 256].copy()) for y, x in zip(ys, xs)])
+    starter = load_checkpoint(starter_model_path()).detector.eval()
+    names = load_taxonomy().names
+    torch.manual_seed(0)
+    demo = build_detector(DetectorSpec(num_classes=len(names), detector="fcos", backbone="resnet18", image_size=256,
+                                       fpn_channels=64), build_loss("focal", len(names))).eval()
+    demo_rate = _model_rate(demo, patches, batch)  # baseline, same run
+    starter_rate = _model_rate(starter, patches, batch)
+    mm2 = lambda rate, mpp: rate * (256 * mpp / 1000) ** 2  # noqa: E731
+    print(f"{n} patches of 256 px, batch {batch}, {torch.get_num_threads()} torch threads")
+    print(f"demo architecture (FCOS ResNet-18 FPN-64, 1 um/px): {demo_rate:6.2f} patches/s = {mm2(demo_rate, 1.0):.3f} mm^2/s")
+    print(f"starter model (FCOS EfficientNet-Lite0 FPN-64, 0.5 um/px): {starter_rate:6.2f} patches/s = "
+          f"{mm2(starter_rate, 0.5):.3f} mm^2/s")
+    print(f"starter / demo: {starter_rate / demo_rate:.2f}x patches/s, {mm2(starter_rate, 0.5) / mm2(demo_rate, 1.0):.2f}x "
+          "slide area/s (the starter works at twice the resolution: 4x the patches per mm^2)")
     return 0
 
 

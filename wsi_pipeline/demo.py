@@ -26,7 +26,6 @@ from .config import load_config
 from .errors import WsiError
 from .models.bundled import starter_model_path
 from .pipeline import RunOptions, run_slide
-from .progress import progress_enabled
 from .taxonomy import CONFIG_DIR, load_taxonomy
 
 log = logging.getLogger(__name__)

@@ -55,9 +55,6 @@ def run(args: argparse.Namespace) -> int:
     from ..models.training import train  # noqa: PLC0415
 
     cfg = load_train_config(args.config, overrides_from_args(args))
-    from ..progress import progress_enabled  # noqa: PLC0415
-
-    # the training loop draws tqdm bars: only on a terminal, never into a log file
-    result = train(cfg, resume=args.resume, progress=not args.no_progress and progress_enabled())
+    result = train(cfg, resume=args.resume, progress=not args.no_progress)  # bar on a terminal, lines in a log
     print(result.model_path)
     return 0

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
+from ..progress import progress_bar
 from ..errors import ArtifactError, ConfigError
 from ..synth.composite import _crop_density, optical_density, paste_od, warp_od
 from .annotations import categories
@@ -205,7 +205,7 @@ def build_composite_set(cfg: CompositeSetConfig, out_dir: str | Path, split: str
     images, anns = [], []
     counts = dict.fromkeys(taxonomy.names, 0)
     n_negatives = 0
-    for i in tqdm(range(cfg.images), desc=f"composite {split}", unit="image", disable=not progress):
+    for i in progress_bar(range(cfg.images), desc=f"composite {split}", unit="image", disable=not progress):
         bg = backgrounds[int(rng.integers(len(backgrounds)))]
         y = int(rng.integers(0, max(1, bg.shape[0] - size + 1)))
         x = int(rng.integers(0, max(1, bg.shape[1] - size + 1)))

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from ..progress import progress_bar
 from .data import CocoPatchDataset
 from .detector import Detector
 
@@ -77,7 +77,7 @@ def predict_dataset(
     """COCO result records (``bbox`` as x, y, w, h; ``category_id`` = class + 1) for every image."""
     results: list[dict[str, Any]] = []
     indices = list(range(len(dataset)))
-    bar = tqdm(total=len(indices), desc="evaluating", unit="patch", disable=not progress, leave=False)
+    bar = progress_bar(total=len(indices), desc="evaluating", unit="patch", disable=not progress, leave=False)
     for start in range(0, len(indices), batch_size):
         items = [dataset[i] for i in indices[start : start + batch_size]]
         images = torch.stack([img for img, _ in items])

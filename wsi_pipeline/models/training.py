@@ -32,10 +32,10 @@ import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader, RandomSampler
-from tqdm import tqdm
 
 from ..config import TrainConfig
 from ..device import autocast_dtype, resolve_device, training_precision
+from ..progress import progress_bar
 from ..errors import ArtifactError, ConfigError
 from ..taxonomy import load_taxonomy
 from .backbones import backbone_entry
@@ -199,7 +199,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
         loader = DataLoader(dataset, batch_size=s.batch_size, sampler=epoch_sampler, collate_fn=collate,
                             num_workers=s.workers, drop_last=False)
         detector.train()
-        bar = tqdm(total=batches_per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}", unit="batch", disable=not progress)
+        bar = progress_bar(total=batches_per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}", unit="batch", disable=not progress)
         sums: dict[str, float] = {}
         n = 0
         for images, targets in loader:
@@ -228,7 +228,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
             running = value if math.isnan(running) else 0.9 * running + 0.1 * value
             n += 1
             it += 1
-            bar.set_postfix(loss=f"{running:.3f}")
+            bar.set_postfix_str(f"loss {running:.3f}")
             bar.update(1)
             if it % 20 == 0:
                 metrics.write(kind="step", epoch=epoch + 1, iter=it, lr=optimizer.param_groups[0]["lr"],
