@@ -164,7 +164,7 @@ def test_help_never_prints_default_none_or_a_default_twice():
             assert "(default: None)" not in text and "(default: False)" not in text, text
             assert text.replace("configs/default.yaml", "").lower().count("default") <= 1, text
     assert "(default: None)" not in run_parser().format_help()
-    assert "built on first use)" in " ".join(run_parser().format_help().split())
+    assert "(default: the bundled starter model" in " ".join(run_parser().format_help().split())
 
 
 def test_progress_in_a_pipe_is_plain_lines_and_quiet_silences_it(tmp_path):
@@ -246,7 +246,7 @@ def _enospc(filename: str | None = None) -> OSError:
 def test_disk_full_while_tiling_is_one_line_and_nothing_complete(slides_dir, monkeypatch, tmp_path, capsys):
     import wsi_pipeline.store.patches as patches
 
-    real, calls = patches._atomic_write, []
+    real, calls = patches.atomic_write, []
 
     def full_after_two(path, data):
         calls.append(path)
@@ -255,13 +255,13 @@ def test_disk_full_while_tiling_is_one_line_and_nothing_complete(slides_dir, mon
             raise _enospc()
         real(path, data)
 
-    monkeypatch.setattr(patches, "_atomic_write", full_after_two)
+    monkeypatch.setattr(patches, "atomic_write", full_after_two)
     out = tmp_path / "o"
     assert wsi(["tile", str(slides_dir / CMU), "--out", str(out), "--scheduler", "synchronous", "-q"]) == 1
     line = _one_error_line(capsys.readouterr().err)
     assert "no space left on device while writing" in line and "patches.zarr" in line
     assert not _store_complete(out)
-    monkeypatch.setattr(patches, "_atomic_write", real)  # space freed: the rerun resumes and completes
+    monkeypatch.setattr(patches, "atomic_write", real)  # space freed: the rerun resumes and completes
     assert wsi(["tile", str(slides_dir / CMU), "--out", str(out), "--scheduler", "synchronous", "-q"]) == 0
     assert _store_complete(out) and not _tmp_files(out)
 
@@ -326,7 +326,7 @@ def test_free_space_is_checked_against_the_dry_run_estimate_before_a_slide_start
     import wsi_pipeline.models.checkpoint as checkpoint
 
     class Meta:
-        meta = {"target_mpp": 0.5, "patch_size": 256}
+        meta = {"target_mpp": 0.5, "patch_size": 256, "taxonomy": ["NILM", "HSIL"]}
 
     monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a, **k: Meta())
     monkeypatch.setattr(diskspace.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
