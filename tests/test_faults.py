@@ -375,8 +375,10 @@ def test_signal_mid_tiling_exits_130_or_143_then_resumes(busy_slide, tmp_path, s
     out = tmp_path / "o"
     args = ["tile", str(busy_slide), "--out", str(out), "--scheduler", "threads", "--workers", "1",
             "--target-mpp", "0.25", "--patch-size", "64", "--overlap", "0", "-q"]
+    # a shell that starts the suite in the background leaves SIGINT ignored, and Python then keeps it ignored:
+    # give the child the default disposition, as a terminal would
     proc = subprocess.Popen([sys.executable, "-m", "wsi_pipeline.cli.main", *args], stderr=subprocess.PIPE, text=True,
-                            env=ENV)
+                            env=ENV, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     done = out / "patches.zarr" / "done" / "c"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not (done.is_dir() and any(done.iterdir())):

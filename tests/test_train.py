@@ -15,6 +15,7 @@ from wsi_pipeline.config import load_train_config
 from wsi_pipeline.errors import ConfigError
 from wsi_pipeline.models.checkpoint import load_checkpoint
 from wsi_pipeline.models.data import CocoPatchDataset, RepeatFactorSampler, repeat_factors
+from wsi_pipeline.models.training import check_registry_names
 from wsi_pipeline.taxonomy import load_taxonomy
 
 PATCH = 64
@@ -104,7 +105,9 @@ def test_missing_dataset_and_bad_config_are_one_line_errors(tmp_path, capsys):
     assert main(["train", str(config)]) == 1
     assert "dataset folder not found" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="loss.name"):
-        load_train_config(overrides={"loss": {"name": "magic"}})
+        check_registry_names(load_train_config(overrides={"loss": {"name": "magic"}}))
+    assert main(["train", str(config), "--loss", "magic"]) == 2  # a usage error, before any work
+    assert "loss.name must be one of" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown key"):
         load_train_config(overrides={"schedule": {"epoch": 3}})
     assert main(["evaluate", str(tmp_path / "none.pt"), str(tmp_path)]) == 1

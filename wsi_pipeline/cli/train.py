@@ -54,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_train_config  # noqa: PLC0415 (torch only when the command runs)
     from ..models.training import train  # noqa: PLC0415
 
+    from ..models.training import check_registry_names  # noqa: PLC0415
+
     cfg = load_train_config(args.config, overrides_from_args(args))
+    check_registry_names(cfg, args.config)  # names of detector, backbone and loss, before any work
     result = train(cfg, resume=args.resume, progress=not args.no_progress)  # bar on a terminal, lines in a log
     print(result.model_path)
     return 0

@@ -38,13 +38,13 @@ from ..device import autocast_dtype, resolve_device, training_precision
 from ..progress import progress_bar
 from ..errors import ArtifactError, ConfigError
 from ..taxonomy import load_taxonomy
-from .backbones import backbone_entry
+from .backbones import BACKBONES, backbone_entry
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CocoPatchDataset, RepeatFactorSampler, check_classes, collate, repeat_factors
-from .detector import Detector, DetectorSpec, build_detector, count_parameters
+from .detector import FAMILIES, Detector, DetectorSpec, build_detector, count_parameters
 from .evaluation import Evaluation, evaluate_detector
 from .loss_stats import plot_loss_statistics
-from .losses import build_loss
+from .losses import LOSSES, build_loss
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,29 @@ class MetricsLog:
             fh.write(json.dumps(record, default=float) + "\n")
 
 
+def check_registry_names(cfg: TrainConfig, source: str | Path | None = None) -> None:
+    """The config's detector family, backbone and loss must be registered (one-line ConfigError).
+
+    Example:
+        >>> from wsi_pipeline.config import load_train_config
+        >>> check_registry_names(load_train_config(overrides={"model": {"backbone": "vgg"}}))
+        Traceback (most recent call last):
+        ...
+        wsi_pipeline.errors.ConfigError: model.backbone must be one of resnet18, resnet34, resnet50, efficientnet_lite0
+    """
+    checks = [
+        (cfg.model.detector in FAMILIES, f"model.detector must be one of {', '.join(FAMILIES)}"),
+        (cfg.model.backbone in BACKBONES, f"model.backbone must be one of {', '.join(BACKBONES)}"),
+        (cfg.loss.name in LOSSES, f"loss.name must be one of {', '.join(LOSSES)}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(source, message)
+
+
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train a detector as ``cfg`` says; returns where the final model is."""
+    check_registry_names(cfg)
     out = Path(out_dir or cfg.out)
     if not cfg.train_data:
         raise ConfigError(None, "no training data: set train_data in the config or pass --data")
