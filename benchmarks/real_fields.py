@@ -69,20 +69,25 @@ def cric(model: Path, out: Path, taxonomy, thresholds) -> dict:
     return {"pooled": pooled, "per_field": per_field}
 
 
-def cric_mosaic(model: Path, out: Path) -> dict:
-    """The 8 CRIC fields side by side (4 x 2) as one image slide: the slide call."""
+def write_cric_mosaic(out: Path, columns: int = 4) -> Path:
+    """The 8 CRIC fields side by side (4 x 2) as one PNG image; its pixel size is CRIC_MPP."""
     images = [cv2.imread(str(p)) for p in sorted((DATA / "cric").glob("*.webp"))]
     h, w = images[0].shape[:2]
-    mosaic = np.full((2 * h, 4 * w, 3), 255, np.uint8)
+    rows = -(-len(images) // columns)
+    mosaic = np.full((rows * h, columns * w, 3), 255, np.uint8)
     for i, img in enumerate(images):
-        r, c = divmod(i, 4)
+        r, c = divmod(i, columns)
         mosaic[r * h : r * h + img.shape[0], c * w : c * w + img.shape[1]] = img
     out.mkdir(parents=True, exist_ok=True)
     path = out / "cric_mosaic.png"
     cv2.imwrite(str(path), mosaic)
-    report = json.loads((run_field(path, out, model, CRIC_MPP) / "report.json").read_text())
-    return {"category": report["category"]["name"] if isinstance(report.get("category"), dict) else report.get("category"),
-            "truth": "LSIL"}
+    return path
+
+
+def cric_mosaic(model: Path, out: Path) -> dict:
+    """The slide call on the CRIC mosaic."""
+    report = json.loads((run_field(write_cric_mosaic(out), out, model, CRIC_MPP) / "report.json").read_text())
+    return {"category": report["category"]["name"], "truth": "LSIL"}
 
 
 def tct_marked(model: Path, out: Path, taxonomy, thresholds) -> dict:

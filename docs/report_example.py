@@ -14,38 +14,23 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-import cv2
-import numpy as np
 from PIL import Image
 
-from wsi_pipeline.config import load_config
 from wsi_pipeline.models.bundled import starter_model_path
-from wsi_pipeline.pipeline import RunOptions, run_slide
 
-CRIC = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cytology" / "cric"
-COLUMNS = 4
-MPP = 0.30  # estimated pixel size of the CRIC fields (docs/model_card.md)
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from real_fields import CRIC_MPP, run_field, write_cric_mosaic  # noqa: E402  (the validation benchmark's mosaic)
 
 
 def build(out: Path) -> Path:
-    fields = sorted(CRIC.glob("*.webp"))
-    h, w = cv2.imread(str(fields[0])).shape[:2]
-    rows = -(-len(fields) // COLUMNS)
-    mosaic = np.full((rows * h, COLUMNS * w, 3), 255, np.uint8)
-    for i, field in enumerate(fields):
-        ox, oy = (i % COLUMNS) * w, (i // COLUMNS) * h
-        mosaic[oy : oy + h, ox : ox + w] = cv2.imread(str(field))
-    out.mkdir(parents=True, exist_ok=True)
-    image = out / "cric_mosaic.png"
-    cv2.imwrite(str(image), mosaic)
-    cfg = load_config(overrides={"tiling": {"scheduler": "threads"}})
-    outcome = run_slide(image, out, cfg, RunOptions(model=starter_model_path(), mpp=MPP, progress=False, force=True))
-    if not outcome.ok:
-        raise SystemExit(f"error: {outcome.reason}")
-    return Path(outcome.report_html)
+    """The starter model's report on the CRIC mosaic (the same run as benchmarks/real_fields.py)."""
+    return run_field(write_cric_mosaic(out), out, starter_model_path(), CRIC_MPP) / "report.html"
 
 
 def screenshot(html: Path, png: Path, width: int = 1360, height: int = 2300) -> None:

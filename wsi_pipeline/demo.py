@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -23,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import load_config
+from .datasets.annotations import load_annotations
 from .errors import WsiError
 from .models.bundled import starter_model_path
+from .models.cell_hits import nucleus_hits, truth_from_annotations
 from .pipeline import RunOptions, run_slide
 from .taxonomy import CONFIG_DIR, load_taxonomy
 
@@ -53,28 +54,16 @@ class DemoRecall:
 
 
 def high_grade_recall(truth_geojson: Path, cells_geojson: Path) -> DemoRecall:
-    """Planted ASC-H/HSIL/SCC cells whose centre lies in a reported cell of an abnormal class."""
+    """Planted ASC-H/HSIL/SCC cells whose centre lies in a reported cell of an abnormal class (the
+    nucleus-hit rule of :mod:`wsi_pipeline.models.cell_hits`; the exported cells are already counted)."""
     taxonomy = load_taxonomy()
-    abnormal = set(taxonomy.abnormal_names())
-    planted = [_box(f) for f in json.loads(truth_geojson.read_text())["features"] if _cls(f) in HIGH_GRADE]
-    found_boxes = [_box(f) for f in json.loads(cells_geojson.read_text())["features"] if _cls(f) in abnormal]
-    if not planted:
-        return DemoRecall(0, 0)
-    det = np.array(found_boxes, dtype=float).reshape(-1, 4)
-    found = 0
-    for x0, y0, x1, y1 in planted:
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        found += bool(((det[:, 0] <= cx) & (cx <= det[:, 2]) & (det[:, 1] <= cy) & (cy <= det[:, 3])).any())
-    return DemoRecall(len(planted), found)
-
-
-def _cls(feature: dict) -> str:
-    return feature["properties"]["classification"]["name"]
-
-
-def _box(feature: dict) -> tuple[float, float, float, float]:
-    pts = np.array(feature["geometry"]["coordinates"][0], dtype=float)
-    return pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()
+    planted = [c for c in truth_from_annotations(load_annotations(truth_geojson, taxonomy, {}))
+               if c.class_name in HIGH_GRADE]
+    cells = load_annotations(cells_geojson, taxonomy, {})
+    boxes = np.array([c.box for c in cells], np.float32).reshape(-1, 4)
+    labels = np.array([taxonomy.index(c.class_name) for c in cells], np.int64)
+    hits = nucleus_hits(boxes, labels, np.ones(len(cells), np.float32), [0.0] * len(taxonomy.names), taxonomy, planted)
+    return DemoRecall(len(planted), hits.abnormal_found)
 
 
 def run_demo(out: Path, device: str = "auto", progress: bool = True, model: Path | None = None,

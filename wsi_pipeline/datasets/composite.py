@@ -191,9 +191,9 @@ def build_composite_set(cfg: CompositeSetConfig, out_dir: str | Path, split: str
         raise ArtifactError(root, f"no crops for the {split} split in folders {', '.join(cfg.crop_classes)}")
     negative_files = [f for folder in cfg.negative_crop_folders for f in split_files(root / folder, split, cfg.test_fraction)]
     backgrounds = [read_background(b, cfg.target_mpp, split, cfg.train_width_fraction) for b in cfg.backgrounds]
-    windows = [w for b, src in zip(backgrounds, cfg.backgrounds)
-               for w in normal_cell_windows(b, cfg.target_mpp, tuple(cfg.normal_window_um), rng)]
-    if not windows and not negative_files:
+    window_od = [optical_density(w) for b in backgrounds
+                 for w in normal_cell_windows(b, cfg.target_mpp, tuple(cfg.normal_window_um), rng)]
+    if not window_od and not negative_files:
         raise ArtifactError(root, "no pasted negatives: no negative crop folders and no cells found on the backgrounds")
 
     out = Path(out_dir)
@@ -224,8 +224,8 @@ def build_composite_set(cfg: CompositeSetConfig, out_dir: str | Path, split: str
             if kind == "pos":
                 files = positives[name]
                 od, scale = _crop_density(str(files[int(rng.integers(len(files)))])), cfg.crops_mpp / cfg.target_mpp
-            elif windows and (not negative_files or rng.random() < cfg.normal_window_fraction):
-                od, scale = optical_density(windows[int(rng.integers(len(windows)))]), 1.0
+            elif window_od and (not negative_files or rng.random() < cfg.normal_window_fraction):
+                od, scale = window_od[int(rng.integers(len(window_od)))], 1.0
             else:
                 od, scale = _crop_density(str(negative_files[int(rng.integers(len(negative_files)))])), cfg.crops_mpp / cfg.target_mpp
             ox, oy, warped, box = warp_od(od, scale * jitter, cfg.feather_px, rng)
