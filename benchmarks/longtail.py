@@ -1,19 +1,27 @@
-"""Long-tail benchmark: the same detector and schedule with focal, EQL v2, EFL and Grad-Libra.
+"""Long-tail benchmark: one detector, one schedule, one dataset, seven classification losses.
 
-Trains every loss with several seeds on one long-tailed synthetic dataset (``wsi_pipeline.synth``,
-composited real crops from ../shared/data/cytology/cell_crops when present), evaluates each run on
-a held-out synthetic test set and prints mAP, rare-class mAP and per-class AP as mean +- std over
-seeds, with each loss's ratio to the focal-loss baseline measured in the same run. Writes
-``OUT/results.json`` and ``OUT/results.md``. Finished runs are reused, so an interrupted benchmark
-continues where it stopped.
+Data: real TCT crops composited onto a real TCT field (``configs/longtail_data.yaml``, ``wsi data
+composite``'s builder). The training split keeps a natural long tail (rare classes 50-200 boxes);
+the test split is written from disjoint crops and a disjoint part of the field, every class equally
+often, so each rare class has >= 100 test boxes. Rare classes hold < 10% of the training boxes each.
 
-Runs on a GPU box with only torch, torchvision, numpy, pyyaml, tqdm and pycocotools or
-faster-coco-eval: pass ``--data``/``--test-data`` built elsewhere (the synthetic generator and
-albumentations are then not imported; without albumentations augmentation is switched off).
+Model: FCOS on ImageNet EfficientNet-Lite0 at 0.5 um/px (the starter model's network). Losses:
+``bce`` (the Grad-Libra paper's baseline), ``focal``, ``eqlv2``, ``efl``, ``efl_official`` (EFL with
+its authors' recipe: prior 0.001, SGD with weight decay on every parameter, repeat-factor sampling,
+step schedule), ``gradlibra`` (v1) and ``gradlibra_v2``. Seeds are paired: seed s gives every loss
+the same initial head, the same batches and the same augmentations.
 
-    nice python benchmarks/longtail.py --preset cpu                      # ~45 min on 2 cores
-    python benchmarks/longtail.py --preset gpu --data D/train --test-data D/test
-    nice python benchmarks/longtail.py --smoke                           # minutes: 1 seed, short
+Output: per loss mAP, rare-class mAP and rare mAP50 (mean ± std over seeds); the rare-class mAP
+delta against ``bce`` and against ``focal`` as the mean of the per-seed paired differences with a
+bootstrap 95% interval over seeds; whether the loss's per-class statistics left neutral; per-class
+AP. The benchmark decides only when its focal baseline is strong (mAP >= 0.3, every rare class AP50
+> 0); otherwise it prints **inconclusive** with the reason and no deltas. Writes
+``OUT/results.json`` and ``OUT/results.md``; finished runs are reused, so it resumes.
+
+    nice python benchmarks/longtail.py                             # CPU smoke preset: ~10 min on 2 cores
+    python benchmarks/longtail.py --preset gpu --time-iters 30     # measure s/iteration, print the plan
+    python benchmarks/longtail.py --preset gpu --budget-minutes 60 # size epochs to fit, then run
+    python benchmarks/longtail.py --build-data-only                # data sets to carry to a GPU box
 """
 
 from __future__ import annotations
@@ -22,10 +30,13 @@ import argparse
 import importlib.util
 import json
 import logging
+import math
 import statistics
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,33 +45,50 @@ from wsi_pipeline.config import load_train_config  # noqa: E402
 from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
 
 PRESETS = {
-    # dataset: synthetic slides for training / testing, their size in px at the synthetic slide mpp
-    "cpu": {"config": "configs/longtail.yaml", "train_slides": 4, "test_slides": 3, "size_px": 6000},
-    "gpu": {"config": "configs/longtail_gpu.yaml", "train_slides": 4, "test_slides": 3, "size_px": 6000},
+    # CPU: a smoke test (the path runs, the statistics move, the table prints), not a result
+    "cpu": {"config": "configs/longtail.yaml", "train_images": 400, "test_images": 150, "seeds": "0"},
+    # GPU: the deciding run; size schedule.epochs with --time-iters / --budget-minutes first
+    "gpu": {"config": "configs/longtail_gpu.yaml", "train_images": 2000, "test_images": 600, "seeds": "0,1,2,3,4"},
 }
-LOSSES = ["focal", "eqlv2", "efl", "gradlibra"]
+DATA_CONFIG = ROOT / "configs" / "longtail_data.yaml"
+# the test split: every class equally often, 1-3 cells per image (>= 100 boxes per class at 600 images)
+TEST_SPLIT = {"class_frequencies": dict.fromkeys(["ASC-US", "LSIL", "ASC-H", "HSIL", "SCC", "AGC", "TRICH", "CAND"], 1.0),
+              "positives_per_image": [1, 3]}
+LOSSES = ["bce", "focal", "eqlv2", "efl", "efl_official", "gradlibra", "gradlibra_v2"]
+# a benchmark entry that is a recipe, not only a loss: config overrides (configs/efl_official.yaml explains them)
+RECIPES: dict[str, dict] = {
+    "efl_official": {
+        "loss": {"name": "efl", "params": {"gamma": 2.0, "alpha": 0.25, "scale_factor": 8.0}},
+        "model": {"prior_prob": 0.001},
+        "repeat_factor_threshold": 0.1,
+        # lr 0.02 per 16 images (linear scaling to the preset's batch size in run_overrides)
+        "schedule": {"optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0001,
+                     "decay_bias_and_norm": True, "lr_schedule": "step", "lr_steps": [0.67, 0.89]},
+    },
+}
+BASELINES = ("bce", "focal")
+RARE_MAX_SHARE = 0.1  # rare: < 10% of the training boxes each (50-200 boxes of ~2,700 at the GPU preset)
 # The benchmark decides only when its focal baseline is strong enough (issue 11): focal mAP
 # AP@[.5:.95] >= this, and every rare class present in the test set with focal AP50 > 0.
 DECISIVE_FOCAL_MAP = 0.3
-CROPS = ROOT.parent / "shared" / "data" / "cytology" / "cell_crops"
+NEUTRAL_TOLERANCE = 0.1  # a statistic "moved" when a rare class's beta / pos_neg fell below 1 - this
+BOOTSTRAP_RESAMPLES = 10_000
 
 
-def build_datasets(out: Path, preset: dict, cfg, seed_base: int) -> tuple[Path, Path]:
-    """Synthetic train and test sets (different slide seeds), built once and reused."""
-    from wsi_pipeline.synth import make_training_set  # noqa: PLC0415 (only when building data)
+def build_datasets(out: Path, train_images: int, test_images: int) -> tuple[Path, Path]:
+    """The composited train (long tail) and test (balanced) sets, built once and reused."""
+    from wsi_pipeline.datasets.composite import build_composite_set, load_composite_config  # noqa: PLC0415
 
-    crops = CROPS if CROPS.is_dir() else None
     paths = []
-    # the training set keeps the natural long tail (configs/synth.yaml); the test set is enriched with
-    # rare cells (configs/synth_demo.yaml minimum counts) so that their AP rests on more than 1-2 boxes
-    sets = (("train", preset["train_slides"], seed_base, None),
-            ("test", preset["test_slides"], seed_base + 100, ROOT / "configs" / "synth_demo.yaml"))
-    for name, n, seed, synth_config in sets:
-        path = out / "data" / name
+    for split, overrides in (("train", {"images": train_images}), ("test", {"images": test_images, **TEST_SPLIT})):
+        path = out / "data" / split
         if not (path / "annotations.json").is_file():
-            logging.info("Building the %s set (%d synthetic slides%s)", name, n, ", real crops" if crops else "")
-            make_training_set(path, n_slides=n, size_px=preset["size_px"], crops_dir=crops, config=synth_config,
-                              target_mpp=cfg.target_mpp, patch_size=cfg.patch_size, seed=seed)
+            cfg = load_composite_config(DATA_CONFIG, overrides)
+            cfg.crops = str(ROOT / cfg.crops)  # the config's paths are relative to the repository root
+            for background in cfg.backgrounds:
+                background.path = str(ROOT / background.path)
+            logging.info("Building the %s set (%d composited images)", split, overrides["images"])
+            build_composite_set(cfg, path, split, progress=False)
         paths.append(path)
     return paths[0], paths[1]
 
@@ -74,33 +102,84 @@ def class_counts(data: Path) -> dict[str, int]:
     return counts
 
 
-def run_one(loss: str, seed: int, args, train_data: Path, test_data: Path, overrides: dict) -> dict:
+def rare_classes(train_counts: dict[str, int]) -> list[str]:
+    """The tail: classes holding some but less than 10% of the training boxes each.
+
+    Example:
+        >>> rare_classes({"ASC-US": 800, "LSIL": 700, "SCC": 55, "NILM": 0})
+        ['SCC']
+    """
+    total = sum(train_counts.values())
+    return [n for n, c in train_counts.items() if 0 < c < RARE_MAX_SHARE * total]
+
+
+def run_overrides(loss: str, base: dict, batch_size: int) -> dict:
+    """Config overrides of one benchmark entry: a loss name, or a recipe from :data:`RECIPES` (whose
+    SGD learning rate is given per 16 images and scaled linearly to ``batch_size``).
+
+    Example:
+        >>> run_overrides("efl_official", {"seed": 1}, batch_size=8)["schedule"]["lr"]
+        0.01
+    """
+    from wsi_pipeline.config import merge  # noqa: PLC0415
+
+    if loss not in RECIPES:
+        return merge(base, {"loss": {"name": loss}})
+    recipe = merge(RECIPES[loss], {"schedule": {"lr": RECIPES[loss]["schedule"]["lr"] * batch_size / 16}})
+    return merge(base, recipe)
+
+
+def statistics_moved(stats: dict[str, list[float]], class_names: list[str], rare: list[str]) -> tuple[bool | None, float | None]:
+    """(moved, lowest rare-class value) of a loss's final ``beta`` (else ``pos_neg``); (None, None) for
+    losses without statistics. Neutral is 1 (no down-weighting)."""
+    values = stats.get("beta") or stats.get("pos_neg")
+    if not values:
+        return None, None
+    low = min(values[class_names.index(n)] for n in rare) if rare else min(values)
+    return low < 1 - NEUTRAL_TOLERANCE, low
+
+
+def run_one(loss: str, seed: int, args, train_data: Path, test_data: Path, overrides: dict, rare: list[str]) -> dict:
+    from wsi_pipeline.device import resolve_device  # noqa: PLC0415
     from wsi_pipeline.models.checkpoint import load_checkpoint  # noqa: PLC0415
     from wsi_pipeline.models.data import CocoPatchDataset  # noqa: PLC0415
     from wsi_pipeline.models.evaluation import evaluate_detector  # noqa: PLC0415
-    from wsi_pipeline.device import resolve_device  # noqa: PLC0415
-    from wsi_pipeline.models.training import train  # noqa: PLC0415
+    from wsi_pipeline.models.training import check_registry_names, train  # noqa: PLC0415
 
     run_dir = args.out / "runs" / f"{loss}_seed{seed}"
     result_file = run_dir / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    over = {**overrides, "train_data": str(train_data), "out": str(run_dir), "seed": seed, "loss": {"name": loss}}
-    cfg = load_train_config(ROOT / PRESETS[args.preset]["config"], over)
+    batch_size = load_train_config(args.config, overrides).schedule.batch_size
+    over = run_overrides(loss, {**overrides, "train_data": str(train_data), "out": str(run_dir), "seed": seed}, batch_size)
+    cfg = load_train_config(args.config, over)
+    check_registry_names(cfg)
     started = time.perf_counter()
     trained = train(cfg, resume=(run_dir / "last.pt").is_file(), progress=not args.no_progress)
     seconds = time.perf_counter() - started
     loaded = load_checkpoint(trained.model_path, resolve_device(cfg.device))
     taxonomy = load_taxonomy(cfg.taxonomy or None)
-    ev = evaluate_detector(loaded.detector, CocoPatchDataset(test_data), taxonomy.abnormal_names(),
-                           progress=not args.no_progress)
-    pos_neg = loaded.meta["loss"]["state"].get("pos_neg")
-    record = {"loss": loss, "seed": seed, "train_seconds": seconds, "final_loss": trained.final_loss,
-              "pos_neg": pos_neg, **ev.to_dict()}
+    ev = evaluate_detector(loaded.detector, CocoPatchDataset(test_data), rare, progress=not args.no_progress)
+    criterion = loaded.detector.criterion
+    stats = criterion.log_statistics() if hasattr(criterion, "log_statistics") else {}
+    moved, low = statistics_moved(stats, taxonomy.names, rare)
+    record = {"loss": loss, "seed": seed, "train_seconds": seconds, "iterations": _iterations(run_dir),
+              "final_loss": trained.final_loss, "statistics": stats, "statistics_moved": moved,
+              "lowest_rare_statistic": low, **ev.to_dict()}
     result_file.write_text(json.dumps(record, indent=2))
     logging.info("%s seed %d: mAP %.3f, rare-class mAP %s (%.0f s)", loss, seed, ev.map50_95,
                  "n/a" if ev.rare_map is None else f"{ev.rare_map:.3f}", seconds)
     return record
+
+
+def _iterations(run_dir: Path) -> int:
+    """Iterations of a finished run, from its metrics log."""
+    last = 0
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("kind") == "epoch":
+            last = record["iter"]
+    return last
 
 
 def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -110,10 +189,34 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
+def paired_delta(records: list[dict], loss: str, baseline: str, key: str = "rare_map",
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float, float] | None:
+    """Mean over seeds of ``key(loss) - key(baseline)`` on the same seed, with a percentile bootstrap
+    95% interval (seeds resampled with replacement); None with fewer than 2 paired seeds.
+
+    Example:
+        >>> rs = [{"loss": "a", "seed": s, "rare_map": 0.30 + 0.01 * s} for s in range(4)]
+        >>> rs += [{"loss": "b", "seed": s, "rare_map": 0.20 + 0.01 * s} for s in range(4)]
+        >>> [round(v, 3) for v in paired_delta(rs, "a", "b")]
+        [0.1, 0.1, 0.1]
+    """
+    mine = {r["seed"]: r[key] for r in records if r["loss"] == loss and r.get(key) is not None}
+    base = {r["seed"]: r[key] for r in records if r["loss"] == baseline and r.get(key) is not None}
+    seeds = sorted(mine.keys() & base.keys())
+    if len(seeds) < 2:
+        return None
+    deltas = np.array([mine[s] - base[s] for s in seeds])
+    rng = np.random.default_rng(seed)
+    means = deltas[rng.integers(len(deltas), size=(resamples, len(deltas)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(deltas.mean()), float(low), float(high)
+
+
 def summarise(records: list[dict], losses: list[str], names: list[str]) -> dict:
     summary: dict = {}
     for loss in losses:
         rs = [r for r in records if r["loss"] == loss]
+        moved = [r.get("statistics_moved") for r in rs]
         summary[loss] = {
             "seeds": [r["seed"] for r in rs],
             "map": mean_std([r["map50_95"] for r in rs]),
@@ -123,6 +226,9 @@ def summarise(records: list[dict], losses: list[str], names: list[str]) -> dict:
             "per_class_ap": {n: mean_std([r["per_class_ap"].get(n) for r in rs]) for n in names},
             "per_class_ap50": {n: mean_std([r.get("per_class_ap50", {}).get(n) for r in rs]) for n in names},
             "train_seconds": mean_std([r["train_seconds"] for r in rs]),
+            "statistics_moved": None if all(m is None for m in moved) else f"{sum(bool(m) for m in moved)}/{len(rs)}",
+            "lowest_rare_statistic": mean_std([r.get("lowest_rare_statistic") for r in rs]),
+            "delta": {b: paired_delta(records, loss, b) for b in BASELINES if b != loss},
         }
     return summary
 
@@ -132,10 +238,8 @@ def fmt(ms: tuple[float | None, float | None]) -> str:
     return "n/a" if m is None else f"{m:.3f} ± {s:.3f}"
 
 
-def ratio(value: float | None, base: float | None) -> str:
-    if value is None or base is None or base < 1e-3:  # a ratio to ~0 means nothing
-        return "n/a"
-    return f"{value / base:.2f}x"
+def fmt_delta(delta: tuple[float, float, float] | None) -> str:
+    return "n/a" if delta is None else f"{delta[0]:+.3f} [{delta[1]:+.3f}, {delta[2]:+.3f}]"
 
 
 def inconclusive_reason(summary: dict, rare_present: list[str]) -> str | None:
@@ -158,24 +262,23 @@ def inconclusive_reason(summary: dict, rare_present: list[str]) -> str | None:
 
 
 def markdown(summary: dict, names: list[str], counts: dict[str, int], rare: list[str], header: str) -> str:
-    base = summary.get("focal", {})
     reason = inconclusive_reason(summary, [n for n in rare if counts.get(n)])
-    if reason is not None:  # no ratios: they would be read as a result
-        lines = [header, "", f"**inconclusive**: {reason}; no ratios are reported.", "",
-                 "| loss | mAP | rare-class mAP | rare mAP50 | train s/run |", "|---|---|---|---|---|"]
-        lines += [f"| {loss} | {fmt(s['map'])} | {fmt(s['rare_map'])} | {fmt(s['rare_map50'])} | "
+    stats = {loss: ("-" if s["statistics_moved"] is None else
+                    f"{s['statistics_moved']} (lowest {s['lowest_rare_statistic'][0]:.2f})") for loss, s in summary.items()}
+    if reason is not None:  # no deltas: they would be read as a result
+        lines = [header, "", f"**inconclusive**: {reason}; no deltas are reported.", "",
+                 "| loss | mAP | rare-class mAP | rare mAP50 | statistics moved | train s/run |", "|---|---|---|---|---|---|"]
+        lines += [f"| {loss} | {fmt(s['map'])} | {fmt(s['rare_map'])} | {fmt(s['rare_map50'])} | {stats[loss]} | "
                   f"{s['train_seconds'][0]:.0f} |" for loss, s in summary.items()]
     else:
-        lines = [header, "", "| loss | mAP | vs focal | rare-class mAP | vs focal | rare mAP50 | train s/run |",
-                 "|---|---|---|---|---|---|---|"]
-    for loss, s in summary.items() if reason is None else ():
-        lines.append(
-            f"| {loss} | {fmt(s['map'])} | {ratio(s['map'][0], base.get('map', (None,))[0])} | {fmt(s['rare_map'])} | "
-            f"{ratio(s['rare_map'][0], base.get('rare_map', (None,))[0])} | {fmt(s['rare_map50'])} | "
-            f"{s['train_seconds'][0]:.0f} |"
-        )
+        lines = [header, "", "Rare-class mAP deltas: mean of per-seed paired differences [bootstrap 95% interval].", "",
+                 "| loss | mAP | rare-class mAP | Δ vs bce | Δ vs focal | rare mAP50 | statistics moved | train s/run |",
+                 "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {loss} | {fmt(s['map'])} | {fmt(s['rare_map'])} | {fmt_delta(s['delta'].get('bce'))} | "
+                  f"{fmt_delta(s['delta'].get('focal'))} | {fmt(s['rare_map50'])} | {stats[loss]} | "
+                  f"{s['train_seconds'][0]:.0f} |" for loss, s in summary.items()]
     present = [n for n in names if counts.get(n)]
-    lines += ["", "Per-class AP@[.5:.95], mean ± std over seeds (test boxes in brackets; * rare/abnormal):", "",
+    lines += ["", "Per-class AP@[.5:.95], mean ± std over seeds (test boxes in brackets; * rare):", "",
               "| class | " + " | ".join(summary) + " |", "|---|" + "---|" * len(summary)]
     for n in present:
         star = "*" if n in rare else ""
@@ -183,57 +286,110 @@ def markdown(summary: dict, names: list[str], counts: dict[str, int], rare: list
     return "\n".join(lines) + "\n"
 
 
+def time_iterations(args, train_data: Path, overrides: dict, iters: int) -> float:
+    """Seconds per training iteration of the preset's config (focal, one short run, first 3 iterations dropped)."""
+    from wsi_pipeline.models.training import train  # noqa: PLC0415
+
+    run_dir = args.out / "timing"
+    for old in ("model.pt", "last.pt", "metrics.jsonl"):
+        (run_dir / old).unlink(missing_ok=True)
+    short = {**overrides, "train_data": str(train_data), "out": str(run_dir), "log_loss_stats_every": 0,
+             "schedule": {**overrides.get("schedule", {}), "epochs": 1, "max_iters_per_epoch": 3}}
+    cfg = load_train_config(args.config, short)
+    warm = time.perf_counter()
+    train(cfg, progress=False)
+    warm = time.perf_counter() - warm
+    for old in ("model.pt", "last.pt", "metrics.jsonl"):
+        (run_dir / old).unlink(missing_ok=True)
+    cfg = load_train_config(args.config, {**short, "schedule": {**short["schedule"], "max_iters_per_epoch": iters + 3}})
+    started = time.perf_counter()
+    train(cfg, progress=False)
+    return (time.perf_counter() - started - warm) / iters
+
+
+def plan(seconds_per_iter: float, cfg, n_train: int, runs: int, budget_minutes: float | None) -> int:
+    """Epochs per run: the config's, or the most that fit ``budget_minutes`` for all runs (10% for evaluation)."""
+    s = cfg.schedule
+    per_epoch = math.ceil(n_train / s.batch_size)
+    if s.max_iters_per_epoch > 0:
+        per_epoch = min(per_epoch, s.max_iters_per_epoch)
+    epochs = s.epochs
+    if budget_minutes:
+        epochs = max(1, int(budget_minutes * 60 * 0.9 / (runs * per_epoch * seconds_per_iter)))
+    total = runs * epochs * per_epoch * seconds_per_iter / 0.9
+    print(f"{seconds_per_iter:.3f} s/iteration ({1 / seconds_per_iter:.1f} it/s); {per_epoch} iterations per epoch; "
+          f"{runs} runs x {epochs} epochs = {runs * epochs * per_epoch} iterations: ~{total / 60:.0f} min with evaluation")
+    return epochs
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--losses", default=",".join(LOSSES), help="comma-separated loss names")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
-    p.add_argument("--data", type=Path, help="prebuilt training set (default: synthesised into OUT/data/train)")
+    p.add_argument("--losses", default=",".join(LOSSES), help="comma-separated loss names or recipes")
+    p.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the preset's)")
+    p.add_argument("--data", type=Path, help="prebuilt training set (default: composited into OUT/data/train)")
     p.add_argument("--test-data", type=Path, help="prebuilt test set (default: OUT/data/test)")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "longtail")
-    p.add_argument("--smoke", action="store_true", help="one seed, 2 short epochs, small data: checks the path in minutes")
+    p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/longtail_<preset>")
+    p.add_argument("--epochs", type=int, help="override schedule.epochs")
+    p.add_argument("--time-iters", type=int, default=0, help="time this many iterations, print the plan and stop")
+    p.add_argument("--budget-minutes", type=float, default=None, help="size epochs so that all runs fit (times first)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--build-data-only", action="store_true", help="build OUT/data/{train,test} and stop (to carry to a GPU box)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    preset = dict(PRESETS[args.preset])
+    preset = PRESETS[args.preset]
+    args.config = ROOT / preset["config"]
+    args.out = args.out or ROOT / "benchmarks" / "results" / f"longtail_{args.preset}"
     overrides: dict = {"num_threads": args.threads}
-    seeds = [int(s) for s in args.seeds.split(",")]
-    if args.smoke:
-        args.out = args.out.with_name(args.out.name + "_smoke")
-        preset.update(train_slides=2, test_slides=1, size_px=4096)
-        overrides["schedule"] = {"epochs": 2, "max_iters_per_epoch": 15}
-        seeds = seeds[:1]
+    if args.epochs:
+        overrides["schedule"] = {"epochs": args.epochs}
+    seeds = [int(s) for s in (args.seeds or preset["seeds"]).split(",")]
     if importlib.util.find_spec("albumentations") is None:
         logging.warning("albumentations is not installed: training without augmentation")
         overrides["augment"] = {"enabled": False}
     losses = [x for x in args.losses.split(",") if x]
-    cfg = load_train_config(ROOT / preset["config"], overrides)
+    unknown = [x for x in losses if x not in RECIPES and x not in LOSSES]
+    if unknown:
+        p.error(f"unknown loss or recipe {', '.join(unknown)}; known: {', '.join(LOSSES)}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.data and args.test_data:
         train_data, test_data = args.data, args.test_data
     else:
-        train_data, test_data = build_datasets(args.out, preset, cfg, seed_base=1000)
+        train_data, test_data = build_datasets(args.out, preset["train_images"], preset["test_images"])
     if args.build_data_only:
         print(f"datasets: {train_data} {test_data}")
         return 0
-    taxonomy = load_taxonomy(cfg.taxonomy or None)
     train_counts, test_counts = class_counts(train_data), class_counts(test_data)
+    if args.time_iters or args.budget_minutes:
+        cfg = load_train_config(args.config, overrides)
+        n_train = len(json.loads((train_data / "annotations.json").read_text())["images"])
+        epochs = plan(time_iterations(args, train_data, overrides, args.time_iters or 20), cfg, n_train,
+                      len(losses) * len(seeds), args.budget_minutes)
+        if not args.budget_minutes:
+            return 0
+        overrides["schedule"] = {**overrides.get("schedule", {}), "epochs": epochs}
+    taxonomy = load_taxonomy()
+    rare = rare_classes(train_counts)
     logging.info("Training boxes per class: %s", train_counts)
-    logging.info("Test boxes per class: %s", test_counts)
+    logging.info("Test boxes per class: %s; rare (< %.0f%% of the training boxes): %s", test_counts, 100 * RARE_MAX_SHARE, rare)
+    thin = [n for n in rare if test_counts.get(n, 0) < 100]
+    if thin and args.preset == "gpu":
+        logging.warning("rare classes with < 100 test boxes: %s", ", ".join(thin))
 
     started = time.perf_counter()
-    records = [run_one(loss, seed, args, train_data, test_data, overrides) for loss in losses for seed in seeds]
+    records = [run_one(loss, seed, args, train_data, test_data, overrides, rare) for loss in losses for seed in seeds]
     summary = summarise(records, losses, taxonomy.names)
-    header = (f"Long-tail benchmark, preset {args.preset}{' (smoke)' if args.smoke else ''}: "
-              f"{cfg.model.detector}/{cfg.model.backbone}, {cfg.patch_size} px at {cfg.target_mpp} um/px, "
-              f"seeds {seeds}, {time.perf_counter() - started:.0f} s wall")
-    table = markdown(summary, taxonomy.names, test_counts, taxonomy.abnormal_names(), header)
-    reason = inconclusive_reason(summary, [n for n in taxonomy.abnormal_names() if test_counts.get(n)])
+    cfg = load_train_config(args.config, overrides)
+    header = (f"Long-tail benchmark, preset {args.preset}: {cfg.model.detector}/{cfg.model.backbone} "
+              f"({cfg.model.backbone_weights or 'from scratch'}), {cfg.patch_size} px at {cfg.target_mpp} um/px, "
+              f"{records[0].get('iterations', '?')} iterations per run, seeds {seeds}, "
+              f"{time.perf_counter() - started:.0f} s wall. Training boxes: "
+              + ", ".join(f"{n} {c}" for n, c in train_counts.items() if c) + f". Rare: {', '.join(rare)}.")
+    table = markdown(summary, taxonomy.names, test_counts, rare, header)
+    reason = inconclusive_reason(summary, [n for n in rare if test_counts.get(n)])
     (args.out / "results.json").write_text(json.dumps(
-        {"preset": args.preset, "smoke": args.smoke, "seeds": seeds, "inconclusive": reason,
-         "train_counts": train_counts,
+        {"preset": args.preset, "seeds": seeds, "inconclusive": reason, "rare": rare, "train_counts": train_counts,
          "test_counts": test_counts, "summary": summary, "runs": records}, indent=2))
     (args.out / "results.md").write_text(table)
     print(table)

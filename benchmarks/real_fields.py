@@ -56,10 +56,15 @@ def run_field(image: Path, out: Path, model: Path, mpp: float) -> Path:
     return Path(outcome.out_dir)
 
 
-def cric(model: Path, out: Path, taxonomy, thresholds) -> dict:
+def cric_fields() -> list[Path]:
+    return sorted((DATA / "cric").glob("*.webp"))
+
+
+def cric(model: Path, out: Path, taxonomy, thresholds, fields: list[Path] | None = None) -> dict:
+    """Nucleus hits on CRIC ``fields`` (default: all 8), pooled and per field."""
     aliases = load_synth_config(None, taxonomy).label_aliases
     pooled, per_field = NucleusHitResult(), {}
-    for image in sorted((DATA / "cric").glob("*.webp")):
+    for image in fields or cric_fields():
         det = read_detections(run_field(image, out / "cric", model, CRIC_MPP) / "detections.parquet")
         truth = truth_from_annotations(load_annotations(image.with_suffix(".geojson"), taxonomy, aliases))
         hits = nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth)
@@ -69,10 +74,11 @@ def cric(model: Path, out: Path, taxonomy, thresholds) -> dict:
     return {"pooled": pooled, "per_field": per_field}
 
 
-def write_cric_mosaic(out: Path, columns: int = 4) -> Path:
-    """The 8 CRIC fields side by side (4 x 2) as one PNG image; its pixel size is CRIC_MPP."""
-    images = [cv2.imread(str(p)) for p in sorted((DATA / "cric").glob("*.webp"))]
+def write_cric_mosaic(out: Path, columns: int = 4, fields: list[Path] | None = None) -> Path:
+    """CRIC ``fields`` (default: all 8, 4 x 2) side by side as one PNG image; its pixel size is CRIC_MPP."""
+    images = [cv2.imread(str(p)) for p in fields or cric_fields()]
     h, w = images[0].shape[:2]
+    columns = min(columns, len(images))
     rows = -(-len(images) // columns)
     mosaic = np.full((rows * h, columns * w, 3), 255, np.uint8)
     for i, img in enumerate(images):
@@ -84,10 +90,14 @@ def write_cric_mosaic(out: Path, columns: int = 4) -> Path:
     return path
 
 
-def cric_mosaic(model: Path, out: Path) -> dict:
-    """The slide call on the CRIC mosaic."""
-    report = json.loads((run_field(write_cric_mosaic(out), out, model, CRIC_MPP) / "report.json").read_text())
-    return {"category": report["category"]["name"], "truth": "LSIL"}
+def cric_mosaic(model: Path, out: Path, fields: list[Path] | None = None) -> dict:
+    """The slide call on a mosaic of CRIC ``fields`` (default: all 8); truth is their most severe label."""
+    taxonomy = load_taxonomy()
+    aliases = load_synth_config(None, taxonomy).label_aliases
+    labels = {a.class_name for f in fields or cric_fields() for a in load_annotations(f.with_suffix(".geojson"), taxonomy, aliases)}
+    truth = max(labels, key=lambda name: taxonomy[name].severity)
+    report = json.loads((run_field(write_cric_mosaic(out, fields=fields), out, model, CRIC_MPP) / "report.json").read_text())
+    return {"category": report["category"]["name"], "truth": truth}
 
 
 def tct_marked(model: Path, out: Path, taxonomy, thresholds) -> dict:

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
 
 from test_train import PATCH, make_dataset
@@ -39,9 +41,57 @@ def test_tiny_run_is_inconclusive_and_prints_no_ratios(tmp_path, monkeypatch, ca
     assert "vs focal" not in printed and "x |" not in printed  # no ratio column, no "1.23x" cell
     result = json.loads((out / "results.json").read_text())
     assert result["inconclusive"].startswith("focal mAP")
+    runs = {r["loss"]: r for r in result["runs"]}
+    assert runs["focal"]["statistics_moved"] is None  # focal has no per-class statistics
+    assert len(runs["gradlibra_v2"]["statistics"]["beta"]) == 10 and runs["gradlibra_v2"]["statistics_moved"] in (True, False)
 
 
-def test_strong_focal_baseline_decides_and_reports_ratios():
+def test_recipe_and_unknown_loss(tmp_path):
+    bench = load_benchmark()
+    over = bench.run_overrides("efl_official", {"seed": 3}, batch_size=32)
+    assert over["loss"]["name"] == "efl" and over["model"]["prior_prob"] == 0.001 and over["seed"] == 3
+    assert over["schedule"]["lr"] == 0.04 and over["schedule"]["decay_bias_and_norm"] is True
+    assert bench.run_overrides("eqlv2", {}, batch_size=8) == {"loss": {"name": "eqlv2"}}
+    with pytest.raises(SystemExit):
+        bench.main(["--losses", "focal,nonsense", "--out", str(tmp_path)])
+
+
+def test_paired_bootstrap_interval_covers_the_mean_and_needs_two_seeds():
+    bench = load_benchmark()
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.3, size=5)
+    records = [{"loss": "bce", "seed": s, "rare_map": float(base[s])} for s in range(5)]
+    records += [{"loss": "gradlibra_v2", "seed": s, "rare_map": float(base[s] + 0.05 + 0.01 * (s - 2))} for s in range(5)]
+    mean, low, high = bench.paired_delta(records, "gradlibra_v2", "bce")
+    assert mean == pytest.approx(0.05)
+    assert 0.035 <= low < mean < high <= 0.065  # the seed effect (base) cancels in the pairing
+    assert bench.paired_delta(records[:1] + records[5:6], "gradlibra_v2", "bce") is None
+
+
+def test_statistics_moved_reads_beta_of_rare_classes():
+    bench = load_benchmark()
+    names = ["A", "B", "C"]
+    assert bench.statistics_moved({}, names, ["C"]) == (None, None)
+    assert bench.statistics_moved({"pos_neg": [1.0, 1.0, 1.0]}, names, ["C"]) == (False, 1.0)
+    assert bench.statistics_moved({"pos_neg": [9.0, 1.0, 0.2], "beta": [1.0, 1.0, 0.5]}, names, ["C"]) == (True, 0.5)
+
+
+def test_strong_focal_baseline_decides_and_reports_deltas():
+    bench = load_benchmark()
+    rs = []
+    for s in range(3):
+        for loss, value in (("bce", 0.30), ("focal", 0.32), ("eqlv2", 0.36)):
+            rs.append({"loss": loss, "seed": s, "map50_95": 0.4, "map50": 0.6, "rare_map": value + 0.01 * s,
+                       "rare_map50": 0.5, "train_seconds": 10.0, "per_class_ap": {"HSIL": value}, "per_class_ap50": {"HSIL": 0.5},
+                       "statistics_moved": True if loss == "eqlv2" else None, "lowest_rare_statistic": 0.3 if loss == "eqlv2" else None})
+    summary = bench.summarise(rs, ["bce", "focal", "eqlv2"], ["HSIL"])
+    table = bench.markdown(summary, ["HSIL"], {"HSIL": 120}, ["HSIL"], "header")
+    assert "inconclusive" not in table
+    assert "| eqlv2 | 0.400 ± 0.000 | 0.370 ± 0.010 | +0.060 [+0.060, +0.060] | +0.040 [+0.040, +0.040] |" in table
+    assert "3/3 (lowest 0.30)" in table
+
+
+def test_strong_focal_baseline_decides():
     bench = load_benchmark()
     focal = {"map": (0.35, 0.01), "per_class_ap50": {"HSIL": (0.4, 0.0), "SCC": (0.0, 0.0)}}
     assert bench.inconclusive_reason({"focal": focal}, ["HSIL"]) is None

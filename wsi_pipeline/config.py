@@ -370,6 +370,9 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0: all cores
     log_loss_stats_every: int = 50  # per-class loss statistics (pos_neg / beta) into metrics.jsonl every N iterations; 0: off
     repeat_factor_threshold: float = 0.0  # LVIS repeat-factor sampling threshold t; 0: off
+    # fine-tuning: start every weight (backbone, FPN, heads) from a detector checkpoint of the same
+    # architecture and classes: "" (off) | starter (the bundled starter model) | path to a model.pt
+    init_weights: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -404,6 +407,8 @@ def _check_train(cfg: TrainConfig, source: str) -> None:
         (m.backbone_weights in ("", "imagenet") or m.backbone_weights.startswith("torchvision:")
          or Path(m.backbone_weights).is_file(),
          f"model.backbone_weights must be '', imagenet, torchvision:<Weights> or an existing file, got {m.backbone_weights!r}"),
+        (cfg.init_weights in ("", "starter") or Path(cfg.init_weights).is_file(),
+         f"init_weights must be '', starter or an existing checkpoint file, got {cfg.init_weights!r}"),
         (len(m.anchor_sizes) == 5, "model.anchor_sizes needs 5 sizes (FPN levels P3-P7)"),
         (0 <= m.trainable_backbone_layers <= 5, "model.trainable_backbone_layers must be 0-5"),
         (1 <= m.head_convs <= 8, "model.head_convs must be 1-8"),

@@ -13,6 +13,8 @@ EPILOG = """examples:
   wsi train configs/train_demo.yaml --data demo_out/dataset --out runs/demo
   wsi train configs/longtail.yaml --data data/longtail/train --val-data data/longtail/val --loss gradlibra
   wsi train configs/train_demo.yaml --out runs/demo --resume      # continue after an interruption
+  wsi data build --out data/lab --slide a.svs --annotations a.geojson  # your lab's annotations ...
+  wsi train configs/finetune.yaml --data data/lab --out runs/lab       # ... fine-tune the starter model
 
 The output folder gets last.pt (after every epoch), metrics.jsonl, config.yaml and, when training
 has finished, model.pt (use it with `wsi detect --model` and `wsi evaluate`).
@@ -31,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="number of epochs (overrides schedule.epochs)")
     p.add_argument("--seed", type=int, help="random seed (overrides seed)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides device)")
+    p.add_argument("--init-weights", help="fine-tune: start from 'starter' (the bundled model) or a model.pt "
+                                          "(overrides init_weights)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
     p.set_defaults(func=run)
@@ -40,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def overrides_from_args(args: argparse.Namespace) -> dict:
     over: dict = {}
     for key, value in (("train_data", args.data), ("val_data", args.val_data), ("out", args.out),
-                       ("seed", args.seed), ("device", args.device)):
+                       ("seed", args.seed), ("device", args.device),
+                       ("init_weights", args.init_weights)):
         if value is not None:
             over[key] = value
     if args.loss is not None:
@@ -52,9 +57,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_train_config  # noqa: PLC0415 (torch only when the command runs)
-    from ..models.training import train  # noqa: PLC0415
-
-    from ..models.training import check_registry_names  # noqa: PLC0415
+    from ..models.training import check_registry_names, train  # noqa: PLC0415
 
     cfg = load_train_config(args.config, overrides_from_args(args))
     check_registry_names(cfg, args.config)  # names of detector, backbone and loss, before any work

@@ -70,6 +70,9 @@ class CompositeSetConfig:
     patch_size: int = 256
     images: int = 2000  # images to write for the split
     positives_per_image: list[int] = field(default_factory=lambda: [0, 3])  # inclusive range
+    # relative frequency of each positive class (a natural long tail, e.g. the long-tail benchmark);
+    # empty: every class equally often. Classes left out are not pasted.
+    class_frequencies: dict[str, float] = field(default_factory=dict)
     negatives_per_image: list[int] = field(default_factory=lambda: [1, 4])
     normal_window_fraction: float = 0.5  # share of pasted negatives cut from the backgrounds (rest: negative crops)
     normal_window_um: list[float] = field(default_factory=lambda: [30.0, 70.0])  # side of a normal-cell window
@@ -179,9 +182,9 @@ def build_composite_set(cfg: CompositeSetConfig, out_dir: str | Path, split: str
     root = Path(cfg.crops)
     if not root.is_dir():
         raise ArtifactError(root, "crops folder not found")
-    unknown = sorted(set(cfg.crop_classes.values()) - set(taxonomy.names))
+    unknown = sorted((set(cfg.crop_classes.values()) | set(cfg.class_frequencies)) - set(taxonomy.names))
     if unknown:
-        raise ConfigError(None, f"crop_classes name classes not in the taxonomy: {', '.join(unknown)}")
+        raise ConfigError(None, f"crop_classes / class_frequencies name classes not in the taxonomy: {', '.join(unknown)}")
     rng = np.random.default_rng([cfg.seed, SPLITS.index(split)])
     positives = {name: [] for name in dict.fromkeys(cfg.crop_classes.values())}
     for folder, name in cfg.crop_classes.items():
@@ -202,6 +205,13 @@ def build_composite_set(cfg: CompositeSetConfig, out_dir: str | Path, split: str
     marker = out / "annotations.json"
     marker.unlink(missing_ok=True)
     size, classes = cfg.patch_size, sorted(positives)
+    class_p = None
+    if cfg.class_frequencies:
+        classes = [c for c in classes if cfg.class_frequencies.get(c, 0) > 0]
+        if not classes:
+            raise ConfigError(None, "class_frequencies gives no class with crops a frequency > 0")
+        class_p = np.array([cfg.class_frequencies[c] for c in classes], float)
+        class_p /= class_p.sum()
     images, anns = [], []
     counts = dict.fromkeys(taxonomy.names, 0)
     n_negatives = 0
@@ -213,8 +223,11 @@ def build_composite_set(cfg: CompositeSetConfig, out_dir: str | Path, split: str
         if canvas.shape[:2] != (size, size):
             canvas = cv2.resize(canvas, (size, size))
         objects = [("neg", None)] * int(rng.integers(cfg.negatives_per_image[0], cfg.negatives_per_image[1] + 1))
-        objects += [("pos", classes[int(rng.integers(len(classes)))])
-                    for _ in range(int(rng.integers(cfg.positives_per_image[0], cfg.positives_per_image[1] + 1)))]
+        n_pos = int(rng.integers(cfg.positives_per_image[0], cfg.positives_per_image[1] + 1))
+        if class_p is None:
+            objects += [("pos", classes[int(rng.integers(len(classes)))]) for _ in range(n_pos)]
+        else:
+            objects += [("pos", classes[int(k)]) for k in rng.choice(len(classes), size=n_pos, p=class_p)]
         order = rng.permutation(len(objects))
         taken: list[tuple] = []
         image_id = len(images) + 1
@@ -290,6 +303,7 @@ def load_composite_config(path: str | Path | None = None, overrides: dict | None
         (0 <= cfg.scale_jitter < 1 and 0 <= cfg.normal_window_fraction <= 1, "scale_jitter must be in [0, 1), normal_window_fraction in [0, 1]"),
         (0 < cfg.test_fraction < 1 and 0 < cfg.train_width_fraction < 1, "test_fraction and train_width_fraction must be in (0, 1)"),
         (0 <= cfg.max_overlap_iou <= 1, "max_overlap_iou must be in [0, 1]"),
+        (all(v >= 0 for v in cfg.class_frequencies.values()), "class_frequencies must be >= 0"),
         (1 <= cfg.jpeg_quality <= 100, "jpeg_quality must be 1-100"),
     ]
     for ok, message in checks:

@@ -39,7 +39,8 @@ from ..progress import progress_bar
 from ..errors import ArtifactError, ConfigError
 from ..taxonomy import load_taxonomy
 from .backbones import BACKBONES, backbone_entry
-from .checkpoint import load_checkpoint, save_checkpoint
+from .bundled import starter_model_path
+from .checkpoint import load_checkpoint, read_checkpoint_file, save_checkpoint
 from .data import CocoPatchDataset, RepeatFactorSampler, check_classes, collate, repeat_factors
 from .detector import FAMILIES, Detector, DetectorSpec, build_detector, count_parameters
 from .evaluation import Evaluation, evaluate_detector
@@ -188,6 +189,9 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
         log.info("Resuming from %s after epoch %d", last, start_epoch)
     elif (out / "model.pt").exists() or last.exists():
         raise ArtifactError(out, "already holds a training run; pass --resume to continue it or choose another --out")
+    elif cfg.init_weights:
+        source = initialise_from_checkpoint(detector, cfg.init_weights, taxonomy.names)
+        log.info("Fine-tuning: every weight starts from %s", source)
 
     if cfg.repeat_factor_threshold > 0:
         factors = repeat_factors([dataset.image_labels(i) for i in range(len(dataset))], cfg.repeat_factor_threshold)
@@ -313,6 +317,31 @@ def _save(path: Path, detector: Detector, cfg: TrainConfig, taxonomy, dataset: C
         loss_name=cfg.loss.name, loss_params=cfg.loss.params, taxonomy=taxonomy.to_dict(), training=training,
         training_state=state,
     )
+
+
+def initialise_from_checkpoint(detector: Detector, init_weights: str | Path, class_names: list[str]) -> Path:
+    """Copy every network weight of a trained detector into ``detector`` (fine-tuning).
+
+    ``init_weights`` is ``starter`` (the bundled starter model) or a checkpoint path. The checkpoint
+    must have the same classes and the same network layout (backbone, FPN width, head); the
+    classification loss may differ: its statistics (EFL, Grad-Libra) start afresh.
+    """
+    path = starter_model_path() if str(init_weights) == "starter" else Path(init_weights)
+    payload = read_checkpoint_file(path)
+    names = payload["meta"].get("taxonomy")
+    if names != list(class_names):
+        raise ArtifactError(path, f"checkpoint classes {names} differ from the taxonomy's {list(class_names)}")
+    criterion_prefix = "model.head.classification_head.criterion."
+    weights = {k: v for k, v in payload["model"].items() if not k.startswith(criterion_prefix)}
+    own = {k: v for k, v in detector.state_dict().items() if not k.startswith(criterion_prefix)}
+    missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    wrong = [k for k in own.keys() & weights.keys() if own[k].shape != weights[k].shape]
+    if missing or extra or wrong:
+        first = (missing or extra or wrong)[0]
+        raise ArtifactError(path, f"checkpoint network differs from the config's model section (first differing weight: "
+                                  f"{first}); set model.* as in the checkpoint (wsi model info {path.name})")
+    detector.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False)
+    return path
 
 
 def _restore(path: Path, detector: Detector, optimizer, scaler, device: torch.device) -> tuple[int, int]:
