@@ -63,3 +63,16 @@ def test_different_network_or_missing_checkpoint_is_a_one_line_error(tmp_path):
         initialise_from_checkpoint(det, "starter", names)
     with pytest.raises(ConfigError, match="init_weights must be"):
         load_train_config(FINETUNE, {"init_weights": str(tmp_path / "missing.pt")})
+
+
+def test_data_build_folder_pairs_slides_with_annotations_beside_them(tmp_path):
+    from wsi_pipeline.datasets.slides import annotated_pairs
+
+    for name in ("a.png", "a.geojson", "b.tif", "b.xml", "c.jpg", "notes.txt", "lonely.geojson"):
+        (tmp_path / name).write_bytes(b"x")
+    assert annotated_pairs(tmp_path) == [(tmp_path / "a.png", tmp_path / "a.geojson"), (tmp_path / "b.tif", tmp_path / "b.xml")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ArtifactError, match="no slide or image with annotations"):
+        annotated_pairs(empty)
+    assert main(["data", "build", "--out", str(tmp_path / "out")]) == 2  # neither pairs nor a folder: one-line error

@@ -18,6 +18,7 @@ EPILOG = """examples:
   wsi data composite configs/starter_data.yaml --out data/small --images 200 --split train
   wsi data build --out data/lab --slide a.svs --annotations a.geojson --slide b.svs --annotations b.xml
   wsi data build --out data/fields --slide field.jpg --annotations field.geojson --mpp 0.3 --target-mpp 0.5
+  wsi data build --out data/cric --folder ../shared/data/cytology/cric --mpp 0.3 --target-mpp 0.5  # a.webp + a.geojson ...
 
 Each set gets images/ and annotations.json (COCO, taxonomy classes, written last); train with
 `wsi train CONFIG --data DIR`.
@@ -42,10 +43,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b = inner.add_parser("build", help="cut a patch set from annotated slides or images", formatter_class=HelpFormatter,
                          epilog=EPILOG)
     b.add_argument("--out", required=True, type=Path, help="dataset folder")
-    b.add_argument("--slide", action="append", type=Path, default=[], required=True,
+    b.add_argument("--slide", action="append", type=Path, default=[],
                    help="a slide or image (repeat, one per --annotations)")
-    b.add_argument("--annotations", action="append", type=Path, default=[], required=True,
+    b.add_argument("--annotations", action="append", type=Path, default=[],
                    help="its annotations: QuPath GeoJSON, ASAP XML or COCO JSON, in level-0 pixels")
+    b.add_argument("--folder", action="append", type=Path, default=[],
+                   help="every slide or image in this folder with annotations of the same name beside it "
+                        "(a.svs + a.geojson, b.tif + b.xml, ...)")
     b.add_argument("--mpp", type=float, default=None, help="um/px of the given slides when the files lack it (images)")
     b.add_argument("--target-mpp", type=float, default=None, help="um/px of the patches (default: configs/synth.yaml dataset)")
     b.add_argument("--patch-size", type=int, default=None, help="patch edge, px")
@@ -80,9 +84,14 @@ def run_build(args: argparse.Namespace) -> int:
     from ..datasets.slides import extract_dataset  # noqa: PLC0415
     from ..errors import ConfigError  # noqa: PLC0415
 
+    from ..datasets.slides import annotated_pairs  # noqa: PLC0415
+
     if len(args.slide) != len(args.annotations):
         raise ConfigError(None, "give one --annotations file per --slide")
-    summary = extract_dataset(list(zip(args.slide, args.annotations)), args.out, args.target_mpp, args.patch_size,
+    pairs = list(zip(args.slide, args.annotations)) + [pair for folder in args.folder for pair in annotated_pairs(folder)]
+    if not pairs:
+        raise ConfigError(None, "nothing to build from: give --slide/--annotations pairs or --folder")
+    summary = extract_dataset(pairs, args.out, args.target_mpp, args.patch_size,
                               args.background_ratio, args.seed, args.config, slide_mpp=args.mpp,
                               progress=not args.no_progress)
     print(f"dataset: {summary.annotations_path} ({summary.n_images} patches)")

@@ -39,6 +39,32 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+ANNOTATION_SUFFIXES = (".geojson", ".xml", ".json")
+
+
+def annotated_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
+    """``(slide, annotations)`` for every file in ``folder`` with an annotation file of the same stem
+    beside it (``a.svs`` + ``a.geojson`` / ``a.xml`` / ``a.json``), sorted by name.
+
+    Example:
+        >>> annotated_pairs("lab_slides/")  # doctest: +SKIP
+        [(PosixPath('lab_slides/a.svs'), PosixPath('lab_slides/a.geojson'))]
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(folder, "folder not found")
+    pairs = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.suffix.lower() in ANNOTATION_SUFFIXES:
+            continue
+        ann = next((path.with_suffix(s) for s in ANNOTATION_SUFFIXES if path.with_suffix(s).is_file()), None)
+        if ann is not None:
+            pairs.append((path, ann))
+    if not pairs:
+        raise ArtifactError(folder, f"no slide or image with annotations beside it ({', '.join(ANNOTATION_SUFFIXES)})")
+    return pairs
+
+
 @dataclass
 class DatasetSummary:
     out_dir: Path
