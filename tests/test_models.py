@@ -12,6 +12,7 @@ from wsi_pipeline.errors import ArtifactError
 from wsi_pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from wsi_pipeline.models.detector import DetectorSpec, build_detector
 from wsi_pipeline.models.losses import EqualizedFocalLoss, SigmoidFocalLoss, build_loss
+from wsi_pipeline.models.retinanet import RetinaNetParams
 
 C = 3
 
@@ -144,7 +145,9 @@ def test_spec_rejects_unknown_architecture():
     with pytest.raises(ValueError, match="backbone"):
         build_detector(DetectorSpec(num_classes=2, backbone="vgg"), SigmoidFocalLoss(2))
     with pytest.raises(ValueError, match="anchor_sizes"):
-        build_detector(DetectorSpec(num_classes=2, anchor_sizes=[16, 32]), SigmoidFocalLoss(2))
+        build_detector(DetectorSpec(num_classes=2, head=RetinaNetParams(anchor_sizes=[16, 32])), SigmoidFocalLoss(2))
+    with pytest.raises(ValueError, match="detector must be one of retinanet, fcos"):
+        build_detector(DetectorSpec(num_classes=2, detector="yolo"), SigmoidFocalLoss(2))
 
 
 def test_fcos_regression_starts_alive_from_scratch():

@@ -34,6 +34,29 @@ def test_starter_model_loads_with_its_card():
     assert out[0]["class_scores"].shape[1] == len(meta["taxonomy"])
 
 
+def test_starter_models_flat_spec_loads_as_fcos_params_with_the_same_predictions():
+    """The bundled checkpoint predates per-family params (its spec dict is flat): the normal loader
+    migrates it, and a model rebuilt from the migrated, nested spec predicts exactly the same."""
+    from wsi_pipeline.models.detector import DetectorSpec, build_detector
+    from wsi_pipeline.models.fcos import FCOSParams
+    from wsi_pipeline.models.losses import build_loss
+
+    path = starter_model_path()
+    payload = read_checkpoint_file(path)
+    loaded = load_checkpoint(path)  # strict state-dict load: head_convs must have reached the network
+    spec = loaded.detector.spec
+    assert spec.head == FCOSParams(center_sampling_radius=1.5, head_convs=2)
+    assert len(loaded.detector.model.head.classification_head.conv) == 2 * 3
+
+    rebuilt = build_detector(DetectorSpec.from_dict(spec.to_dict()), build_loss(payload["meta"]["loss"]["name"], 10))
+    rebuilt.load_state_dict(loaded.detector.state_dict())
+    images = (torch.rand(2, 256, 256, 3, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    expected, got = loaded.detector.predict(images, 0.0), rebuilt.predict(images, 0.0)
+    assert all(len(a["boxes"]) > 0 for a in expected)
+    for a, b in zip(expected, got):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_wsi_model_info_shows_the_bundled_model(capsys):
     assert wsi_main(["model", "info"]) == 0
     printed = capsys.readouterr().out

@@ -2,10 +2,11 @@
 
 A detector is a backbone (:mod:`~wsi_pipeline.models.backbones`) plus a family's heads and box
 coding (:mod:`~wsi_pipeline.models.retinanet`, :mod:`~wsi_pipeline.models.fcos`), described by a
-:class:`~wsi_pipeline.models.spec.DetectorSpec`. Every family's classification head calls
+:class:`~wsi_pipeline.models.spec.DetectorSpec` whose ``head`` holds the family's own settings.
+Every family's classification head calls
 ``criterion(logits (N, C), onehot (N, C), avg_factor=max(1, num_foreground))`` - any loss from
-:mod:`wsi_pipeline.models.losses`. A new family is one module with a ``FAMILY`` and one line in
-:data:`FAMILIES`.
+:mod:`wsi_pipeline.models.losses`. A new family is one module (its params dataclass, ``build``,
+``decode`` and a ``FAMILY``) and one line in :data:`~wsi_pipeline.models.families.FAMILIES`.
 
 :class:`Detector` wraps the torchvision model: ``forward(images, targets)`` returns the training
 losses, :meth:`Detector.predict` returns boxes with a per-class sigmoid score vector per box.
@@ -29,15 +30,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import boxes as box_ops
 
-from . import fcos, retinanet
 from .backbones import build_backbone
-from .heads import DetectorFamily
+from .families import FAMILIES
 from .spec import DetectorSpec
-
-FAMILIES: dict[str, DetectorFamily] = {
-    "retinanet": retinanet.FAMILY,
-    "fcos": fcos.FAMILY,
-}
 
 
 # ------------------------------------------------------------------ detector
@@ -132,8 +127,6 @@ def build_detector(spec: DetectorSpec, criterion: nn.Module, backbone_weights: s
         ('FCOS', 'SigmoidFocalLoss')
     """
     spec.validate()
-    if spec.detector not in FAMILIES:
-        raise ValueError(f"detector must be one of {', '.join(FAMILIES)}, got {spec.detector!r}")
     backbone = build_backbone(spec.backbone, spec.fpn_channels, str(backbone_weights or ""),
                               spec.trainable_backbone_layers, spec.frozen_batchnorm)
     transform: dict[str, Any] = dict(

@@ -1,12 +1,14 @@
 """FCOS family (torchvision's ``FCOS``) with a pluggable classification loss.
 
 Regression (GIoU) and centre-ness losses are torchvision's, normalised the same way; anchors are
-ranked by ``sqrt(class score * centre-ness)`` at inference, as in the FCOS paper.
+ranked by ``sqrt(class score * centre-ness)`` at inference, as in the FCOS paper. Its settings
+(centre sampling, head depth) are :class:`FCOSParams`, ``DetectorSpec.head``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -15,11 +17,27 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import generalized_box_iou_loss
 
-from .heads import DetectorFamily, gather_classification_targets
+from .heads import FPN_STRIDES, DetectorFamily, gather_classification_targets
 from .losses import prior_bias
-from .spec import FPN_STRIDES, DetectorSpec
+
+if TYPE_CHECKING:
+    from .spec import DetectorSpec
 
 FCOS_REGRESSION_BIAS = 1.0  # initial l, t, r, b in anchor sizes (see FCOSLossHead)
+
+
+@dataclass
+class FCOSParams:
+    """FCOS's settings: centre sampling of positive locations and the depth of the head branches."""
+
+    center_sampling_radius: float = 1.5  # positives within this many strides of a box centre
+    head_convs: int = 4  # conv layers in each head branch (2 halves the head's cost on CPU)
+
+    def validate(self) -> None:
+        if not 1 <= self.head_convs <= 8:
+            raise ValueError("head_convs must be 1-8")
+        if self.center_sampling_radius <= 0:
+            raise ValueError(f"center_sampling_radius must be > 0, got {self.center_sampling_radius}")
 
 
 class FCOSLossHead(FCOSHead):
@@ -75,10 +93,11 @@ class FCOSLossHead(FCOSHead):
 
 
 def build(spec: DetectorSpec, backbone: nn.Module, criterion: nn.Module, transform: dict[str, Any]) -> FCOS:
+    params: FCOSParams = spec.head  # its class checked by DetectorSpec.validate
     anchors = AnchorGenerator(tuple((s,) for s in FPN_STRIDES), ((1.0,),) * len(FPN_STRIDES))
-    head = FCOSLossHead(spec.fpn_channels, 1, spec.num_classes, criterion, spec.prior_prob, spec.head_convs)
+    head = FCOSLossHead(spec.fpn_channels, 1, spec.num_classes, criterion, spec.prior_prob, params.head_convs)
     return FCOS(backbone, spec.num_classes, anchor_generator=anchors, head=head,
-                center_sampling_radius=spec.center_sampling_radius, **transform)
+                center_sampling_radius=params.center_sampling_radius, **transform)
 
 
 def decode(model: FCOS, regression: Tensor, anchors: Tensor) -> Tensor:
@@ -89,4 +108,4 @@ def ranking_scores(head: dict[str, Tensor]) -> Tensor:
     return torch.sqrt(torch.sigmoid(head["cls_logits"].float()) * torch.sigmoid(head["bbox_ctrness"].float()))
 
 
-FAMILY = DetectorFamily(build=build, decode=decode, ranking_scores=ranking_scores)
+FAMILY = DetectorFamily(params=FCOSParams, build=build, decode=decode, ranking_scores=ranking_scores)

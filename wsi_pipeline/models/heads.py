@@ -1,26 +1,45 @@
 """What every detector family shares: the family interface and the loss-target gathering.
 
-A family (``retinanet.py``, ``fcos.py``) is one module exposing a :class:`DetectorFamily`; add it to
-:data:`wsi_pipeline.models.detector.FAMILIES` and ``DetectorSpec(detector=<name>)`` builds it.
+A family (``retinanet.py``, ``fcos.py``) is one module owning its settings (a :class:`FamilyParams`
+dataclass, stored as ``DetectorSpec.head``), its heads and its box decoding, and exposing them as a
+:class:`DetectorFamily`; add it to :data:`wsi_pipeline.models.families.FAMILIES` and
+``DetectorSpec(detector=<name>)`` builds it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from .spec import DetectorSpec
+if TYPE_CHECKING:
+    from .spec import DetectorSpec
+
+FPN_STRIDES = (8, 16, 32, 64, 128)  # P3-P7 from C3-C5 plus P6/P7
+
+
+class FamilyParams(Protocol):
+    """A family's own settings (``DetectorSpec.head``): a dataclass whose fields all have defaults.
+
+    ``validate()`` raises a ``ValueError`` whose message starts with the offending field's name.
+    """
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def validate(self) -> None: ...
 
 
 @dataclass(frozen=True)
 class DetectorFamily:
     """How to build one family's torchvision model and read its head outputs at inference."""
 
-    # (spec, backbone with FPN, classification criterion, GeneralizedRCNNTransform kwargs) -> model
+    # the family's settings dataclass; DetectorSpec.head holds an instance (its defaults when not given)
+    params: type[FamilyParams]
+    # (spec, backbone with FPN, classification criterion, GeneralizedRCNNTransform kwargs) -> model;
+    # the family's own settings are spec.head
     build: Callable[[DetectorSpec, nn.Module, nn.Module, dict[str, Any]], nn.Module]
     # (model, head outputs of one image's kept anchors: regression, anchors) -> boxes xyxy
     decode: Callable[[nn.Module, Tensor, Tensor], Tensor]

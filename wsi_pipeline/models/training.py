@@ -69,11 +69,13 @@ def detector_spec(cfg: TrainConfig, num_classes: int) -> DetectorSpec:
     m = cfg.model
     entry = backbone_entry(m.backbone)
     frozen = bool(m.backbone_weights) if m.frozen_batchnorm is None else m.frozen_batchnorm
+    family = FAMILIES[m.detector].params
+    given = {"anchor_sizes": list(m.anchor_sizes), "aspect_ratios": list(m.aspect_ratios), "head_convs": m.head_convs}
+    head = family(**{k: v for k, v in given.items() if k in family.__dataclass_fields__})
     return DetectorSpec(
         num_classes=num_classes, detector=m.detector, backbone=m.backbone, image_size=cfg.patch_size,
-        fpn_channels=m.fpn_channels, anchor_sizes=list(m.anchor_sizes), aspect_ratios=list(m.aspect_ratios),
-        prior_prob=m.prior_prob, trainable_backbone_layers=m.trainable_backbone_layers, head_convs=m.head_convs,
-        frozen_batchnorm=frozen, image_mean=list(entry.image_mean), image_std=list(entry.image_std),
+        fpn_channels=m.fpn_channels, prior_prob=m.prior_prob, trainable_backbone_layers=m.trainable_backbone_layers,
+        frozen_batchnorm=frozen, image_mean=list(entry.image_mean), image_std=list(entry.image_std), head=head,
     )
 
 
