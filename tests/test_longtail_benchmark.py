@@ -28,7 +28,7 @@ def test_tiny_run_is_inconclusive_and_prints_no_ratios(tmp_path, monkeypatch, ca
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
         "target_mpp": 1.0, "patch_size": PATCH, "device": "cpu", "log_loss_stats_every": 0,
-        "model": {"detector": "fcos", "fpn_channels": 32, "anchor_sizes": [8, 16, 32, 64, 128]},
+        "model": {"detector": "fcos", "fpn_channels": 32},
         "augment": {"enabled": False},
         "schedule": {"epochs": 1, "batch_size": 4, "optimizer": "adamw", "lr": 0.001, "warmup_iters": 1},
     }))

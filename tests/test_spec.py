@@ -1,21 +1,28 @@
-"""DetectorSpec with per-family params: nested layout, migration of flat (old) checkpoint specs, and a
-new family as one module plus one registry line."""
+"""DetectorSpec with per-family params: nested layout, migration of flat (old) checkpoint specs, the
+`model.head` config section, and a new family as one module plus one registry line."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
+from wsi_pipeline.config import load_train_config
+from wsi_pipeline.errors import ConfigError
 from wsi_pipeline.models import fcos
 from wsi_pipeline.models.detector import FAMILIES, DetectorSpec, build_detector
 from wsi_pipeline.models.fcos import FCOSParams
 from wsi_pipeline.models.heads import FPN_STRIDES, DetectorFamily
 from wsi_pipeline.models.losses import SigmoidFocalLoss
 from wsi_pipeline.models.retinanet import RetinaNetParams
+from wsi_pipeline.models.training import check_registry_names, detector_spec
+
+CONFIGS = Path(__file__).parents[1] / "configs"
 
 # meta["architecture"] of the bundled starter model, written before the families had their own params
 FLAT_STARTER_SPEC = {
@@ -84,6 +91,48 @@ def test_family_params_reach_the_network():
     assert det.model.center_sampling_radius == 2.5
 
 
+# ------------------------------------------------------------------ training config: model.head
+
+
+def test_every_committed_training_config_has_valid_family_params():
+    configs = [p for p in sorted(CONFIGS.glob("*.yaml")) if "model:" in p.read_text() and "detector:" in p.read_text()]
+    assert {p.name for p in configs} >= {"train_demo.yaml", "starter.yaml", "longtail.yaml", "efl_official.yaml"}
+    for path in configs:
+        cfg = load_train_config(path)
+        check_registry_names(cfg, path)
+        assert isinstance(detector_spec(cfg, 10).head, FAMILIES[cfg.model.detector].params), path
+    starter = detector_spec(load_train_config(CONFIGS / "starter.yaml"), 10)
+    assert starter.head == FCOSParams(head_convs=2)  # the bundled model's architecture
+
+
+def test_model_head_is_checked_against_the_family():
+    cfg = load_train_config(overrides={"model": {"detector": "fcos", "head": {"head_convs": 2}}})
+    check_registry_names(cfg)
+    assert detector_spec(cfg, 4).head == FCOSParams(head_convs=2)
+    cfg = load_train_config(overrides={"model": {"head": {"anchor_sizes": [8, 16, 32, 64, 128]}}})
+    assert detector_spec(cfg, 4).head == RetinaNetParams(anchor_sizes=[8, 16, 32, 64, 128])
+
+    bad = {
+        "unknown key 'model.head.anchor_sizes' (known: center_sampling_radius, head_convs)":
+            {"detector": "fcos", "head": {"anchor_sizes": [8, 16, 32, 64, 128]}},
+        "'model.head.head_convs' must be an integer": {"detector": "fcos", "head": {"head_convs": "two"}},
+        "model.head.head_convs must be 1-8": {"detector": "fcos", "head": {"head_convs": 9}},
+        "model.head.anchor_sizes needs 5 values": {"head": {"anchor_sizes": [8, 16]}},
+    }
+    for message, model in bad.items():
+        with pytest.raises(ConfigError, match="^cfg.yaml: " + re.escape(message)) as info:
+            check_registry_names(load_train_config(overrides={"model": model}), "cfg.yaml")
+        assert "\n" not in str(info.value)
+
+
+def test_old_flat_family_keys_in_a_config_say_where_they_went():
+    with pytest.raises(ConfigError, match=r"model.head_convs is a detector-family setting now under model.head: "
+                                          r"write 'head: \{head_convs: ...\}'"):
+        load_train_config(overrides={"model": {"detector": "fcos", "head_convs": 2}})
+    with pytest.raises(ConfigError, match="model.anchor_sizes .* under model.head"):
+        load_train_config(overrides={"model": {"anchor_sizes": [8, 16, 32, 64, 128], "fpn_channels": 32}})
+
+
 # ------------------------------------------------------------------ a new family: one module, one registry line
 
 
@@ -121,3 +170,9 @@ def test_a_new_family_is_one_module_and_one_registry_line(monkeypatch):
     with pytest.raises(ValueError, match="branch_convs must be >= 1"):
         build_detector(DetectorSpec(num_classes=2, detector="toy", head=ToyParams(0)), SigmoidFocalLoss(2))
 
+    # the training config takes the new family and its params without any change to config.py
+    cfg = load_train_config(overrides={"patch_size": 64, "model": {"detector": "toy", "head": {"branch_convs": 2}}})
+    check_registry_names(cfg)
+    assert detector_spec(cfg, 2).head == ToyParams(branch_convs=2)
+    with pytest.raises(ConfigError, match=r"unknown key 'model.head.head_convs' \(known: branch_convs\)"):
+        check_registry_names(load_train_config(overrides={"model": {"detector": "toy", "head": {"head_convs": 2}}}))

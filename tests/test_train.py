@@ -46,7 +46,7 @@ def make_dataset(root: Path, n_images: int = 6, seed: int = 0, names: list[str] 
 def write_config(tmp_path: Path, data: Path, **extra) -> Path:
     cfg = {
         "train_data": str(data), "out": str(tmp_path / "run"), "target_mpp": 1.0, "patch_size": PATCH,
-        "model": {"fpn_channels": 32, "anchor_sizes": [8, 16, 32, 64, 128]},
+        "model": {"fpn_channels": 32, "head": {"anchor_sizes": [8, 16, 32, 64, 128]}},
         "loss": {"name": "gradlibra"},
         "schedule": {"epochs": 1, "batch_size": 3, "optimizer": "adamw", "lr": 0.001, "warmup_iters": 2},
         **extra,

@@ -304,18 +304,24 @@ def _check_report(r: ReportConfig, source: str) -> None:
 
 @dataclass
 class ModelConfig:
-    detector: str = "retinanet"  # retinanet | fcos (models/detector.py FAMILIES)
+    detector: str = "retinanet"  # retinanet | fcos (models/families.py FAMILIES)
     backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50 | efficientnet_lite0 (models/backbones.py)
     # initial backbone weights: "" (from scratch) | imagenet (bundled with an installed package, e.g.
     # EfficientNet-Lite0) | torchvision:<Weights enum> (downloads: needs network) | path to a state dict
     backbone_weights: str = ""
     frozen_batchnorm: bool | None = None  # None: frozen when starting from backbone_weights
     fpn_channels: int = 256
-    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # px, FPN P3-P7
-    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     trainable_backbone_layers: int = 5  # stages trained, from the top (5: all, 0: none)
-    head_convs: int = 4  # FCOS head depth per branch
     prior_prob: float = 0.01
+    # the detector family's own settings, keys of its params dataclass (models/retinanet.py RetinaNetParams:
+    # anchor_sizes, anchor_scales, aspect_ratios, fg_iou, bg_iou; models/fcos.py FCOSParams:
+    # center_sampling_radius, head_convs); checked by models.training.check_registry_names; {}: defaults
+    head: dict[str, Any] = field(default_factory=dict)
+
+
+# family settings that sat directly under `model:` before they moved to `model.head`
+MOVED_TO_MODEL_HEAD = ("anchor_sizes", "anchor_scales", "aspect_ratios", "fg_iou", "bg_iou",
+                       "center_sampling_radius", "head_convs")
 
 
 @dataclass
@@ -394,14 +400,28 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
     source = str(path) if path is not None else "<train config>"
     if overrides:
         data = merge(data, overrides)
+    _check_moved_keys(data.get("model"), source)
     cfg = from_dict(TrainConfig, data, "", source)
     _check_train(cfg, source)
     return cfg
 
 
+def _check_moved_keys(model: Any, source: str) -> None:
+    """A config in the old layout (family settings directly under ``model:``) gets a one-line error saying
+    where the key went, not a bare "unknown key"; it is not migrated silently, because which keys a family
+    reads is the model registry's business (FCOS never read anchor_sizes that old configs gave it)."""
+    if not isinstance(model, dict):
+        return
+    moved = [k for k in MOVED_TO_MODEL_HEAD if k in model]
+    if moved:
+        raise ConfigError(source, f"model.{moved[0]} is a detector-family setting now under model.head: write "
+                                  f"'head: {{{moved[0]}: ...}}' in the model section (see docs/training.md)")
+
+
 def _check_train(cfg: TrainConfig, source: str) -> None:
-    """Ranges and forms. The names of detector families, backbones and losses live in the model registries,
-    so ``wsi_pipeline.models.training.check_registry_names`` checks them, before any training work."""
+    """Ranges and forms. The names of detector families, backbones and losses, and the keys of ``model.head``,
+    live in the model registries, so ``wsi_pipeline.models.training.check_registry_names`` checks them,
+    before any training work."""
     m, s = cfg.model, cfg.schedule
     checks = [
         (m.backbone_weights in ("", "imagenet") or m.backbone_weights.startswith("torchvision:")
@@ -409,9 +429,7 @@ def _check_train(cfg: TrainConfig, source: str) -> None:
          f"model.backbone_weights must be '', imagenet, torchvision:<Weights> or an existing file, got {m.backbone_weights!r}"),
         (cfg.init_weights in ("", "starter") or Path(cfg.init_weights).is_file(),
          f"init_weights must be '', starter or an existing checkpoint file, got {cfg.init_weights!r}"),
-        (len(m.anchor_sizes) == 5, "model.anchor_sizes needs 5 sizes (FPN levels P3-P7)"),
         (0 <= m.trainable_backbone_layers <= 5, "model.trainable_backbone_layers must be 0-5"),
-        (1 <= m.head_convs <= 8, "model.head_convs must be 1-8"),
         (0 < m.prior_prob < 1, "model.prior_prob must be in (0, 1)"),
         (0.05 <= cfg.target_mpp <= 20, "target_mpp must be between 0.05 and 20 um/px"),
         (32 <= cfg.patch_size <= 4096, "patch_size must be between 32 and 4096 px"),

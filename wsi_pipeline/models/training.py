@@ -33,7 +33,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, RandomSampler
 
-from ..config import TrainConfig
+from ..config import TrainConfig, from_dict
 from ..device import autocast_dtype, resolve_device, training_precision
 from ..progress import progress_bar
 from ..errors import ArtifactError, ConfigError
@@ -44,6 +44,7 @@ from .checkpoint import load_checkpoint, read_checkpoint_file, save_checkpoint
 from .data import CocoPatchDataset, RepeatFactorSampler, check_classes, collate, repeat_factors
 from .detector import FAMILIES, Detector, DetectorSpec, build_detector, count_parameters
 from .evaluation import Evaluation, evaluate_detector
+from .heads import FamilyParams
 from .loss_stats import plot_loss_statistics
 from .losses import LOSSES, build_loss
 
@@ -69,14 +70,33 @@ def detector_spec(cfg: TrainConfig, num_classes: int) -> DetectorSpec:
     m = cfg.model
     entry = backbone_entry(m.backbone)
     frozen = bool(m.backbone_weights) if m.frozen_batchnorm is None else m.frozen_batchnorm
-    family = FAMILIES[m.detector].params
-    given = {"anchor_sizes": list(m.anchor_sizes), "aspect_ratios": list(m.aspect_ratios), "head_convs": m.head_convs}
-    head = family(**{k: v for k, v in given.items() if k in family.__dataclass_fields__})
     return DetectorSpec(
         num_classes=num_classes, detector=m.detector, backbone=m.backbone, image_size=cfg.patch_size,
         fpn_channels=m.fpn_channels, prior_prob=m.prior_prob, trainable_backbone_layers=m.trainable_backbone_layers,
-        frozen_batchnorm=frozen, image_mean=list(entry.image_mean), image_std=list(entry.image_std), head=head,
+        frozen_batchnorm=frozen, image_mean=list(entry.image_mean), image_std=list(entry.image_std),
+        head=family_params(cfg),
     )
+
+
+def family_params(cfg: TrainConfig, source: str | Path | None = None) -> FamilyParams:
+    """``model.head`` as the detector family's params dataclass, validated (one-line ConfigError).
+
+    Example:
+        >>> from wsi_pipeline.config import load_train_config
+        >>> family_params(load_train_config(overrides={"model": {"detector": "fcos", "head": {"head_convs": 2}}}))
+        FCOSParams(center_sampling_radius=1.5, head_convs=2)
+        >>> family_params(load_train_config(overrides={"model": {"detector": "fcos", "head": {"anchor_sizes": [8]}}}))
+        Traceback (most recent call last):
+        ...
+        wsi_pipeline.errors.ConfigError: unknown key 'model.head.anchor_sizes' (known: center_sampling_radius, head_convs)
+    """
+    where = None if source is None else str(source)
+    params = from_dict(FAMILIES[cfg.model.detector].params, cfg.model.head, "model.head", where)
+    try:
+        params.validate()
+    except ValueError as exc:
+        raise ConfigError(source, f"model.head.{exc}") from None
+    return params
 
 
 def lr_factor(it: int, total: int, cfg: TrainConfig) -> float:
@@ -133,7 +153,8 @@ class MetricsLog:
 
 
 def check_registry_names(cfg: TrainConfig, source: str | Path | None = None) -> None:
-    """The config's detector family, backbone and loss must be registered (one-line ConfigError).
+    """The config's detector family, backbone and loss must be registered, and ``model.head`` must be
+    valid params of that family (one-line ConfigError).
 
     Example:
         >>> from wsi_pipeline.config import load_train_config
@@ -150,6 +171,7 @@ def check_registry_names(cfg: TrainConfig, source: str | Path | None = None) -> 
     for ok, message in checks:
         if not ok:
             raise ConfigError(source, message)
+    family_params(cfg, source)
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -341,7 +363,7 @@ def initialise_from_checkpoint(detector: Detector, init_weights: str | Path, cla
     if missing or extra or wrong:
         first = (missing or extra or wrong)[0]
         raise ArtifactError(path, f"checkpoint network differs from the config's model section (first differing weight: "
-                                  f"{first}); set model.* as in the checkpoint (wsi model info {path.name})")
+                                  f"{first}); set model.* and model.head as in the checkpoint (wsi model info {path.name})")
     detector.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False)
     return path
 
