@@ -76,3 +76,25 @@ def test_data_build_folder_pairs_slides_with_annotations_beside_them(tmp_path):
     with pytest.raises(ArtifactError, match="no slide or image with annotations"):
         annotated_pairs(empty)
     assert main(["data", "build", "--out", str(tmp_path / "out")]) == 2  # neither pairs nor a folder: one-line error
+
+
+def test_two_training_sets_train_together_and_must_agree(make_dataset, tmp_path):
+    from wsi_pipeline.models.checkpoint import load_checkpoint
+    from wsi_pipeline.models.data import CocoPatchDataset, ConcatPatchDataset
+
+    a, b = make_dataset(tmp_path / "a", n_images=3), make_dataset(tmp_path / "b", n_images=2, seed=1)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "target_mpp: 1.0\npatch_size: 64\ndevice: cpu\nmodel: {detector: fcos, fpn_channels: 32}\n"
+        "augment: {enabled: false}\nschedule: {epochs: 1, batch_size: 5, optimizer: adamw, lr: 0.001, warmup_iters: 1}\n")
+    assert main(["train", str(config), "--data", str(a), "--data", str(b), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+    training = load_checkpoint(tmp_path / "run" / "model.pt").meta["training"]
+    assert training["num_images"] == 5 and training["dataset"] == f"{a}, {b}"
+    both = ConcatPatchDataset([CocoPatchDataset(a), CocoPatchDataset(b)])
+    assert [both.image_labels(i) == CocoPatchDataset(b).image_labels(i - 3) for i in range(3, 5)] == [True, True]
+    other = make_dataset(tmp_path / "c", n_images=1, names=[f"C{i}" for i in range(10)])
+    with pytest.raises(ArtifactError, match="differ from"):
+        ConcatPatchDataset([CocoPatchDataset(a), CocoPatchDataset(other)])
+    with pytest.raises(ConfigError, match="train_data' must be a string"):
+        load_train_config(overrides={"train_data": 3})

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from test_train import PATCH, make_dataset
 
 ROOT = Path(__file__).parents[1]
+PATCH = 64  # conftest make_dataset patches
 
 
 def load_benchmark():
@@ -22,7 +22,7 @@ def load_benchmark():
     return module
 
 
-def test_tiny_run_is_inconclusive_and_prints_no_ratios(tmp_path, monkeypatch, capsys):
+def test_tiny_run_is_inconclusive_and_prints_no_ratios(make_dataset, tmp_path, monkeypatch, capsys):
     bench = load_benchmark()
     train_data, test_data = make_dataset(tmp_path / "train", n_images=4), make_dataset(tmp_path / "test", n_images=3, seed=1)
     config = tmp_path / "tiny.yaml"

@@ -21,28 +21,6 @@ from wsi_pipeline.taxonomy import load_taxonomy
 PATCH = 64
 
 
-def make_dataset(root: Path, n_images: int = 6, seed: int = 0, names: list[str] | None = None) -> Path:
-    """Pale patches with dark discs (class NILM or HSIL) and their COCO annotations."""
-    names = names or load_taxonomy().names
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    images, anns = [], []
-    for i in range(n_images):
-        img = np.full((PATCH, PATCH, 3), 225, np.uint8)
-        for _ in range(2):
-            cx, cy, r = (int(v) for v in rng.integers([12, 12, 6], [52, 52, 11]))
-            cls = int(rng.choice([0, 6]))
-            cv2.circle(img, (cx, cy), r, (60, 40, 120) if cls == 6 else (150, 120, 160), -1)
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1,
-                         "bbox": [cx - r, cy - r, 2 * r, 2 * r], "area": 4 * r * r, "iscrowd": 0})
-        cv2.imwrite(str(root / "images" / f"p{i}.jpg"), img)
-        images.append({"id": i + 1, "file_name": f"p{i}.jpg", "width": PATCH, "height": PATCH})
-    coco = {"info": {"target_mpp": 1.0, "patch_size": PATCH, "taxonomy": names}, "images": images,
-            "annotations": anns, "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
-    (root / "annotations.json").write_text(json.dumps(coco))
-    return root
-
-
 def write_config(tmp_path: Path, data: Path, **extra) -> Path:
     cfg = {
         "train_data": str(data), "out": str(tmp_path / "run"), "target_mpp": 1.0, "patch_size": PATCH,
@@ -58,7 +36,7 @@ def write_config(tmp_path: Path, data: Path, **extra) -> Path:
     return path
 
 
-def test_train_resume_and_evaluate_through_the_cli(tmp_path, capsys):
+def test_train_resume_and_evaluate_through_the_cli(make_dataset, tmp_path, capsys):
     data = make_dataset(tmp_path / "data")
     config = write_config(tmp_path, data)
     out = tmp_path / "run"
@@ -93,7 +71,7 @@ def test_train_resume_and_evaluate_through_the_cli(tmp_path, capsys):
     assert "HSIL" in metrics["rare_classes"] and 0.0 <= metrics["map50_95"] <= 1.0
 
 
-def test_dataset_that_does_not_match_the_taxonomy_is_a_one_line_error(tmp_path, capsys):
+def test_dataset_that_does_not_match_the_taxonomy_is_a_one_line_error(make_dataset, tmp_path, capsys):
     data = make_dataset(tmp_path / "data", n_images=1, names=[f"C{i}" for i in range(10)])
     assert main(["train", str(write_config(tmp_path, data)), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip()
@@ -114,14 +92,14 @@ def test_missing_dataset_and_bad_config_are_one_line_errors(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
 
 
-def test_dataset_geometry_must_match_the_config(tmp_path, capsys):
+def test_dataset_geometry_must_match_the_config(make_dataset, tmp_path, capsys):
     data = make_dataset(tmp_path / "data", n_images=1)
     config = write_config(tmp_path, data, target_mpp=0.5)
     assert main(["train", str(config)]) == 2  # config does not match the data: usage error
     assert "target_mpp" in capsys.readouterr().err
 
 
-def test_augmented_samples_keep_boxes_on_the_discs(tmp_path):
+def test_augmented_samples_keep_boxes_on_the_discs(make_dataset, tmp_path):
     data = make_dataset(tmp_path / "data", n_images=2)
     ds = CocoPatchDataset(data, augment=load_train_config().augment)
     ds.transform.set_random_seed(3)
@@ -146,7 +124,7 @@ def test_repeat_factor_sampler_oversamples_images_with_rare_classes():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("loss", ["efl", "gradlibra"])
-def test_cuda_mixed_precision_training_keeps_float32_statistics(tmp_path, loss):
+def test_cuda_mixed_precision_training_keeps_float32_statistics(make_dataset, tmp_path, loss):
     from wsi_pipeline.models.training import train
 
     data = make_dataset(tmp_path / "data", n_images=12)
@@ -184,7 +162,7 @@ def test_efl_official_recipe_config_decays_the_classification_bias(tmp_path):
 
 
 @pytest.mark.parametrize("loss", ["gradlibra_v2"])
-def test_per_class_loss_statistics_logged_and_plotted(tmp_path, loss):
+def test_per_class_loss_statistics_logged_and_plotted(make_dataset, tmp_path, loss):
     data = make_dataset(tmp_path / "data", n_images=6)
     config = write_config(tmp_path, data, log_loss_stats_every=1, loss={"name": loss})
     assert main(["train", str(config), "--no-progress"]) == 0

@@ -125,6 +125,11 @@ def _coerce(tp: Any, value: Any, where: str, source: str) -> Any:
             if arg is type(None) and value is None:
                 return None
         args = [a for a in typing.get_args(tp) if a is not type(None)]
+        for arg in args[1:]:  # the first type's error is the one reported
+            try:
+                return _coerce(arg, value, where, source)
+            except ConfigError:
+                pass
         return _coerce(args[0], value, where, source)
     if origin is dict:
         if not isinstance(value, dict):
@@ -364,7 +369,9 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    train_data: str = ""  # COCO patch dataset folder (images/ + annotations.json)
+    # COCO patch dataset folder (images/ + annotations.json), or a list of them trained on together
+    # (e.g. your own annotations plus the starter model's composited set)
+    train_data: str | list[str] = ""
     val_data: str = ""  # optional, evaluated after every epoch
     out: str = "runs/train"
     taxonomy: str = ""  # empty: configs/taxonomy.yaml

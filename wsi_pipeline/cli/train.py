@@ -15,6 +15,7 @@ EPILOG = """examples:
   wsi train configs/train_demo.yaml --out runs/demo --resume      # continue after an interruption
   wsi data build --out data/lab --slide a.svs --annotations a.geojson  # your lab's annotations ...
   wsi train configs/finetune.yaml --data data/lab --out runs/lab       # ... fine-tune the starter model
+  wsi train configs/finetune.yaml --data data/lab --data data/starter/train --out runs/lab2  # two sets together
 
 The output folder gets last.pt (after every epoch), metrics.jsonl, config.yaml and, when training
 has finished, model.pt (use it with `wsi detect --model` and `wsi evaluate`).
@@ -26,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a cell detector on a COCO patch dataset", description=__doc__,
                        epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("config", help="training config YAML (see configs/train_demo.yaml)")
-    p.add_argument("--data", help="training dataset folder (overrides train_data)")
+    p.add_argument("--data", action="append", help="training dataset folder (overrides train_data; repeat to "
+                                                  "train on several together)")
     p.add_argument("--val-data", help="validation dataset folder, evaluated after every epoch (overrides val_data)")
     p.add_argument("--out", help="output folder (overrides out)")
     p.add_argument("--loss", help="classification loss: focal, bce, eqlv2, efl or gradlibra (overrides loss.name)")
@@ -43,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
     over: dict = {}
-    for key, value in (("train_data", args.data), ("val_data", args.val_data), ("out", args.out),
+    data = args.data[0] if args.data and len(args.data) == 1 else args.data
+    for key, value in (("train_data", data), ("val_data", args.val_data), ("out", args.out),
                        ("seed", args.seed), ("device", args.device),
                        ("init_weights", args.init_weights)):
         if value is not None:

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from ..config import AugmentConfig
 from ..errors import ArtifactError
@@ -144,6 +145,11 @@ class CocoPatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def set_augmentation_seed(self, seed: int) -> None:
+        """Make this epoch's augmentations reproducible (the same whether a run resumed or not)."""
+        if self.transform is not None:
+            self.transform.set_random_seed(seed)
+
     def image_labels(self, index: int) -> set[int]:
         """0-based class indices present in image ``index`` (for repeat-factor sampling)."""
         return {int(a["category_id"]) - 1 for a in self.annotations[index]}
@@ -177,6 +183,34 @@ class CocoPatchDataset(Dataset):
             "image_id": torch.tensor(self.images[index]["id"]),
         }
         return tensor, target
+
+
+class ConcatPatchDataset(ConcatDataset):
+    """Several :class:`CocoPatchDataset` trained on as one; they must agree on classes, mpp and patch size.
+
+    Example:
+        >>> ds = ConcatPatchDataset([CocoPatchDataset("data/lab"), CocoPatchDataset("data/starter/train")])  # doctest: +SKIP
+        >>> len(ds), ds.info.target_mpp  # doctest: +SKIP
+        (2479, 0.5)
+    """
+
+    def __init__(self, parts: list[CocoPatchDataset]) -> None:
+        super().__init__(parts)
+        self.parts = parts
+        self.info = parts[0].info
+        for part in parts[1:]:
+            if part.info != self.info:
+                raise ArtifactError(part.root / "annotations.json", f"classes, target_mpp or patch_size differ from "
+                                                                   f"{parts[0].root / 'annotations.json'}")
+
+    def image_labels(self, index: int) -> set[int]:
+        part = bisect.bisect_right(self.cumulative_sizes, index)
+        start = self.cumulative_sizes[part - 1] if part else 0
+        return self.parts[part].image_labels(index - start)
+
+    def set_augmentation_seed(self, seed: int) -> None:
+        for part in self.parts:
+            part.set_augmentation_seed(seed)
 
 
 def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:

@@ -41,7 +41,7 @@ from ..taxonomy import load_taxonomy
 from .backbones import BACKBONES, backbone_entry
 from .bundled import starter_model_path
 from .checkpoint import load_checkpoint, read_checkpoint_file, save_checkpoint
-from .data import CocoPatchDataset, RepeatFactorSampler, check_classes, collate, repeat_factors
+from .data import CocoPatchDataset, ConcatPatchDataset, RepeatFactorSampler, check_classes, collate, repeat_factors
 from .detector import FAMILIES, Detector, DetectorSpec, build_detector, count_parameters
 from .evaluation import Evaluation, evaluate_detector
 from .heads import FamilyParams
@@ -184,15 +184,17 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     taxonomy = load_taxonomy(cfg.taxonomy or None)
-    dataset = CocoPatchDataset(cfg.train_data, augment=cfg.augment)
-    check_classes(dataset.info.class_names, taxonomy.names, Path(cfg.train_data) / "annotations.json")
-    _check_dataset_geometry(dataset, cfg)
+    parts = [CocoPatchDataset(root, augment=cfg.augment) for root in train_roots(cfg)]
+    for part in parts:
+        check_classes(part.info.class_names, taxonomy.names, part.root / "annotations.json")
+        _check_dataset_geometry(part, cfg)
+    dataset = parts[0] if len(parts) == 1 else ConcatPatchDataset(parts)
     val_set = None
     if cfg.val_data:
         val_set = CocoPatchDataset(cfg.val_data)
         check_classes(val_set.info.class_names, taxonomy.names, Path(cfg.val_data) / "annotations.json")
     if len(dataset) == 0:
-        raise ArtifactError(cfg.train_data, "dataset has no images")
+        raise ArtifactError(", ".join(str(r) for r in train_roots(cfg)), "dataset has no images")
 
     seed_everything(cfg.seed)
     num_classes = len(taxonomy)
@@ -238,8 +240,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
     running = float("nan")
     for epoch in range(start_epoch, s.epochs):
         seed_everything(cfg.seed * 1000 + epoch)  # same batches whether resumed or not
-        if dataset.transform is not None:
-            dataset.transform.set_random_seed(cfg.seed * 1000 + epoch)
+        dataset.set_augmentation_seed(cfg.seed * 1000 + epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
             epoch_sampler = sampler
@@ -309,8 +310,19 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
     return TrainResult(model_path, s.epochs, seconds, running, evaluation)
 
 
+def train_roots(cfg: TrainConfig) -> list[Path]:
+    """The training dataset folders: ``train_data`` as one folder or a list.
+
+    Example:
+        >>> from wsi_pipeline.config import load_train_config
+        >>> train_roots(load_train_config(overrides={"train_data": ["data/lab", "data/starter/train"]}))
+        [PosixPath('data/lab'), PosixPath('data/starter/train')]
+    """
+    return [Path(r) for r in ([cfg.train_data] if isinstance(cfg.train_data, str) else cfg.train_data)]
+
+
 def _check_dataset_geometry(dataset: CocoPatchDataset, cfg: TrainConfig) -> None:
-    where = Path(cfg.train_data) / "annotations.json"
+    where = dataset.root / "annotations.json"
     info = dataset.info
     if info.target_mpp is not None and abs(info.target_mpp - cfg.target_mpp) > 1e-6:
         raise ConfigError(where, f"dataset is at {info.target_mpp} um/px but the config says target_mpp {cfg.target_mpp}")
@@ -327,7 +339,7 @@ def _loss_statistics(detector: Detector) -> dict[str, Any]:
 def _save(path: Path, detector: Detector, cfg: TrainConfig, taxonomy, dataset: CocoPatchDataset, epoch: int, it: int,
           evaluation: Evaluation | None, optimizer, scaler) -> Path:
     training = {
-        "dataset": str(cfg.train_data), "num_images": len(dataset), "epochs": epoch, "iterations": it,
+        "dataset": ", ".join(str(r) for r in train_roots(cfg)), "num_images": len(dataset), "epochs": epoch, "iterations": it,
         "config": cfg.to_dict(), "metrics": evaluation.to_dict() if evaluation else {},
     }
     state = None
