@@ -11,6 +11,8 @@ field is scored exactly once, by a model that did not train on it. The fold mode
 
     nice python benchmarks/cric_finetune.py                      # ~25 min on 2 CPU cores
     python benchmarks/cric_finetune.py --folds 0 --epochs 5      # one quick fold
+    wsi data composite configs/starter_data.yaml --out data/mix --split train --images 160 --seed 5
+    python benchmarks/cric_finetune.py --mix data/mix/train --epochs 12 --out benchmarks/results/cric_finetune_mix
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def run_fold(fold: int, args, taxonomy, thresholds) -> dict:
         # every patch of every training field (background_ratio high): the fields are small
         extract_dataset([(f, f.with_suffix(".geojson")) for f in train_fields], data, target_mpp=0.5, patch_size=256,
                         background_ratio=20.0, slide_mpp=CRIC_MPP, progress=False)
-    over = {"train_data": str(data), "out": str(out / "train"), "num_threads": args.threads,
+    train_data = [str(data), str(args.mix)] if args.mix else str(data)
+    over = {"train_data": train_data, "out": str(out / "train"), "num_threads": args.threads,
             "schedule": {"epochs": args.epochs}}
     cfg = load_train_config(ROOT / "configs" / "finetune.yaml", over)
     check_registry_names(cfg)
@@ -94,6 +97,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cric_finetune")
     ap.add_argument("--folds", default=",".join(str(i) for i in range(N_FOLDS)))
     ap.add_argument("--epochs", type=int, default=None, help="override schedule.epochs of configs/finetune.yaml")
+    ap.add_argument("--mix", type=Path, default=None,
+                    help="a second training set trained on together with each fold's fields (e.g. a composited set "
+                         "from `wsi data composite configs/starter_data.yaml --split train`), so the model keeps its TCT domain")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
@@ -107,7 +113,7 @@ def main() -> int:
     total = pooled_hits(records)
     tct_top = [r["tct_top_in_circle"] for r in records]
     print(f"\nLeave-fields-out fine-tuning from the starter model ({len(records)} folds, configs/finetune.yaml, "
-          f"{args.epochs} epochs; report thresholds, nothing tuned)")
+          f"{args.epochs} epochs{f', mixed with {args.mix}' if args.mix else ''}; report thresholds, nothing tuned)")
     print("| fold | held-out fields | abnormal found | NILM flagged | held-out mosaic call (truth) | tct_marked top-1 in circle | train s |")
     print("|---|---|---|---|---|---|---|")
     for r in records:

