@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                                   "train on several together)")
     p.add_argument("--val-data", help="validation dataset folder, evaluated after every epoch (overrides val_data)")
     p.add_argument("--out", help="output folder (overrides out)")
-    p.add_argument("--loss", help="classification loss: focal, bce, eqlv2, efl or gradlibra (overrides loss.name)")
+    p.add_argument("--loss", help="classification loss: bce, focal, eqlv2, efl, gradlibra or gradlibra_v2 (overrides loss.name)")
     p.add_argument("--epochs", type=int, help="number of epochs (overrides schedule.epochs)")
     p.add_argument("--seed", type=int, help="random seed (overrides seed)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides device)")
