@@ -59,7 +59,7 @@ def run_fold(fold: int, args, taxonomy, thresholds) -> dict:
         # every patch of every training field (background_ratio high): the fields are small
         extract_dataset([(f, f.with_suffix(".geojson")) for f in train_fields], data, target_mpp=0.5, patch_size=256,
                         background_ratio=20.0, slide_mpp=CRIC_MPP, progress=False)
-    train_data = [str(data), str(args.mix)] if args.mix else str(data)
+    train_data = [str(data)] * args.field_repeats + [str(args.mix)] if args.mix else str(data)
     over = {"train_data": train_data, "out": str(out / "train"), "num_threads": args.threads,
             "schedule": {"epochs": args.epochs}}
     cfg = load_train_config(ROOT / "configs" / "finetune.yaml", over)
@@ -100,6 +100,8 @@ def main() -> int:
     ap.add_argument("--mix", type=Path, default=None,
                     help="a second training set trained on together with each fold's fields (e.g. a composited set "
                          "from `wsi data composite configs/starter_data.yaml --split train`), so the model keeps its TCT domain")
+    ap.add_argument("--field-repeats", type=int, default=1,
+                    help="with --mix: the fold's fields count this many times per epoch (balances the two sets)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
@@ -113,7 +115,8 @@ def main() -> int:
     total = pooled_hits(records)
     tct_top = [r["tct_top_in_circle"] for r in records]
     print(f"\nLeave-fields-out fine-tuning from the starter model ({len(records)} folds, configs/finetune.yaml, "
-          f"{args.epochs} epochs{f', mixed with {args.mix}' if args.mix else ''}; report thresholds, nothing tuned)")
+          f"{args.epochs} epochs{f', mixed with {args.mix} (fields x{args.field_repeats})' if args.mix else ''}; "
+          "report thresholds, nothing tuned)")
     print("| fold | held-out fields | abnormal found | NILM flagged | held-out mosaic call (truth) | tct_marked top-1 in circle | train s |")
     print("|---|---|---|---|---|---|---|")
     for r in records:
