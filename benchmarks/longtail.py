@@ -163,23 +163,13 @@ def run_one(loss: str, seed: int, args, train_data: Path, test_data: Path, overr
     criterion = loaded.detector.criterion
     stats = criterion.log_statistics() if hasattr(criterion, "log_statistics") else {}
     moved, low = statistics_moved(stats, taxonomy.names, rare)
-    record = {"loss": loss, "seed": seed, "train_seconds": seconds, "iterations": _iterations(run_dir),
+    record = {"loss": loss, "seed": seed, "train_seconds": seconds, "iterations": loaded.meta["training"]["iterations"],
               "final_loss": trained.final_loss, "statistics": stats, "statistics_moved": moved,
               "lowest_rare_statistic": low, **ev.to_dict()}
     result_file.write_text(json.dumps(record, indent=2))
     logging.info("%s seed %d: mAP %.3f, rare-class mAP %s (%.0f s)", loss, seed, ev.map50_95,
                  "n/a" if ev.rare_map is None else f"{ev.rare_map:.3f}", seconds)
     return record
-
-
-def _iterations(run_dir: Path) -> int:
-    """Iterations of a finished run, from its metrics log."""
-    last = 0
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record.get("kind") == "epoch":
-            last = record["iter"]
-    return last
 
 
 def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:

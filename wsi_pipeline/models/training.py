@@ -184,7 +184,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     taxonomy = load_taxonomy(cfg.taxonomy or None)
-    parts = [CocoPatchDataset(root, augment=cfg.augment) for root in train_roots(cfg)]
+    roots = train_roots(cfg)
+    parts = [CocoPatchDataset(root, augment=cfg.augment) for root in roots]
     for part in parts:
         check_classes(part.info.class_names, taxonomy.names, part.root / "annotations.json")
         _check_dataset_geometry(part, cfg)
@@ -194,7 +195,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
         val_set = CocoPatchDataset(cfg.val_data)
         check_classes(val_set.info.class_names, taxonomy.names, Path(cfg.val_data) / "annotations.json")
     if len(dataset) == 0:
-        raise ArtifactError(", ".join(str(r) for r in train_roots(cfg)), "dataset has no images")
+        raise ArtifactError(", ".join(str(r) for r in roots), "dataset has no images")
 
     seed_everything(cfg.seed)
     num_classes = len(taxonomy)
@@ -371,7 +372,7 @@ def initialise_from_checkpoint(detector: Detector, init_weights: str | Path, cla
     weights = {k: v for k, v in payload["model"].items() if not k.startswith(criterion_prefix)}
     own = {k: v for k, v in detector.state_dict().items() if not k.startswith(criterion_prefix)}
     missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-    wrong = [k for k in own.keys() & weights.keys() if own[k].shape != weights[k].shape]
+    wrong = sorted(k for k in own.keys() & weights.keys() if own[k].shape != weights[k].shape)
     if missing or extra or wrong:
         first = (missing or extra or wrong)[0]
         raise ArtifactError(path, f"checkpoint network differs from the config's model section (first differing weight: "
