@@ -22,6 +22,13 @@ AP. The benchmark decides only when its focal baseline is strong (mAP >= 0.3, ev
     python benchmarks/longtail.py --preset gpu --time-iters 30     # measure s/iteration, print the plan
     python benchmarks/longtail.py --preset gpu --budget-minutes 60 # size epochs to fit, then run
     python benchmarks/longtail.py --build-data-only                # data sets to carry to a GPU box
+    python benchmarks/longtail.py --preset gpu --jobs 7 --budget-minutes 6   # 7 runs at once on one GPU
+    python benchmarks/longtail.py --summary-only --out DIR         # the table of the runs finished in DIR
+
+One run of this small network leaves a big GPU mostly idle (its time goes to Python and kernel launches),
+so ``--jobs N`` trains N runs at once, each in its own process with its log in ``OUT/runs/``; runs are
+started seed by seed, so a stopped benchmark leaves whole seeds. ``--budget-minutes`` then times N
+runs at once before it sizes the schedule.
 """
 
 from __future__ import annotations
@@ -31,9 +38,12 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import statistics
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +149,62 @@ def statistics_moved(stats: dict[str, list[float]], class_names: list[str], rare
     return low < 1 - NEUTRAL_TOLERANCE, low
 
 
+def run_path(out: Path, loss: str, seed: int) -> Path:
+    return out / "runs" / f"{loss}_seed{seed}"
+
+
+def child_command(args, train_data: Path, test_data: Path, *extra: str) -> list[str]:
+    """This script, run for part of the work in a process of its own (the same preset, config and data)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--preset", args.preset, "--config", str(args.config),
+               "--data", str(train_data), "--test-data", str(test_data), "--out", str(args.out),
+               "--threads", str(args.threads), "--no-progress", "--no-summary"]
+    for flag, value in (("--epochs", args.epochs), ("--workers", args.workers)):
+        if value:
+            command += [flag, str(value)]
+    return command + list(extra)
+
+
+def run_parallel(args, runs: list[tuple[str, int]], train_data: Path, test_data: Path) -> None:
+    """Train ``runs`` ``args.jobs`` at a time, each in its own process, its output in ``OUT/runs/<run>.log``.
+
+    A run that fails is logged and left out (the summary reports the seeds every loss finished).
+    """
+    def one(run: tuple[str, int]) -> None:
+        loss, seed = run
+        if (run_path(args.out, loss, seed) / "result.json").is_file():
+            return
+        log_file = args.out / "runs" / f"{loss}_seed{seed}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("w") as sink:
+            done = subprocess.run(child_command(args, train_data, test_data, "--losses", loss, "--seeds", str(seed)),
+                                  stdout=sink, stderr=subprocess.STDOUT, check=False)
+        if done.returncode != 0:
+            logging.error("%s seed %d failed (exit %d); its log: %s", loss, seed, done.returncode, log_file)
+        else:
+            logging.info("%s seed %d finished", loss, seed)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, runs))
+
+
+def finished_records(out: Path, losses: list[str], seeds: list[int]) -> tuple[list[dict], list[str]]:
+    """The results of the runs finished in ``out``, and the runs not finished ("loss seed N").
+
+    Deltas pair only the seeds both losses finished, so a failed run costs its pairs, not the table.
+    """
+    records, missing = [], []
+    for loss in losses:
+        for seed in seeds:
+            result = run_path(out, loss, seed) / "result.json"
+            if result.is_file():
+                records.append(json.loads(result.read_text()))
+            else:
+                missing.append(f"{loss} seed {seed}")
+    if missing:
+        logging.warning("not finished, left out: %s", ", ".join(missing))
+    return records, missing
+
+
 def run_one(loss: str, seed: int, args, train_data: Path, test_data: Path, overrides: dict, rare: list[str]) -> dict:
     from wsi_pipeline.device import resolve_device  # noqa: PLC0415
     from wsi_pipeline.models.checkpoint import load_checkpoint  # noqa: PLC0415
@@ -146,7 +212,7 @@ def run_one(loss: str, seed: int, args, train_data: Path, test_data: Path, overr
     from wsi_pipeline.models.evaluation import evaluate_detector  # noqa: PLC0415
     from wsi_pipeline.models.training import check_registry_names, train  # noqa: PLC0415
 
-    run_dir = args.out / "runs" / f"{loss}_seed{seed}"
+    run_dir = run_path(args.out, loss, seed)
     result_file = run_dir / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
@@ -276,11 +342,17 @@ def markdown(summary: dict, names: list[str], counts: dict[str, int], rare: list
     return "\n".join(lines) + "\n"
 
 
-def time_iterations(args, train_data: Path, overrides: dict, iters: int) -> float:
-    """Seconds per training iteration of the preset's config (focal, one short run, first 3 iterations dropped)."""
+def time_iterations(args, train_data: Path, test_data: Path, overrides: dict, iters: int, slot: int = 0) -> tuple[float, float]:
+    """(seconds per training iteration, seconds a run spends outside its iterations) of the preset's config:
+    focal, one 3-iteration run for the start-up, one of ``iters`` more whose extra time gives the
+    iterations, and the evaluation of that model on the test set."""
+    from wsi_pipeline.device import resolve_device  # noqa: PLC0415
+    from wsi_pipeline.models.checkpoint import load_checkpoint  # noqa: PLC0415
+    from wsi_pipeline.models.data import CocoPatchDataset  # noqa: PLC0415
+    from wsi_pipeline.models.evaluation import evaluate_detector  # noqa: PLC0415
     from wsi_pipeline.models.training import train  # noqa: PLC0415
 
-    run_dir = args.out / "timing"
+    run_dir = args.out / f"timing{slot}"
     for old in ("model.pt", "last.pt", "metrics.jsonl"):
         (run_dir / old).unlink(missing_ok=True)
     short = {**overrides, "train_data": str(train_data), "out": str(run_dir), "log_loss_stats_every": 0,
@@ -293,47 +365,93 @@ def time_iterations(args, train_data: Path, overrides: dict, iters: int) -> floa
         (run_dir / old).unlink(missing_ok=True)
     cfg = load_train_config(args.config, {**short, "schedule": {**short["schedule"], "max_iters_per_epoch": iters + 3}})
     started = time.perf_counter()
-    train(cfg, progress=False)
-    return (time.perf_counter() - started - warm) / iters
+    trained = train(cfg, progress=False)
+    per_iteration = (time.perf_counter() - started - warm) / iters
+    started = time.perf_counter()
+    loaded = load_checkpoint(trained.model_path, resolve_device(cfg.device))
+    evaluate_detector(loaded.detector, CocoPatchDataset(test_data), [], progress=False)
+    outside = warm + time.perf_counter() - started
+    (run_dir / "timing.json").write_text(json.dumps({"seconds_per_iteration": per_iteration, "outside_seconds": outside}))
+    return per_iteration, outside
 
 
-def plan(seconds_per_iter: float, cfg, n_train: int, runs: int, budget_minutes: float | None) -> int:
-    """Epochs per run: the config's, or the most that fit ``budget_minutes`` for all runs (10% for evaluation)."""
+def time_parallel(args, train_data: Path, test_data: Path, iters: int) -> tuple[float, float]:
+    """:func:`time_iterations` in ``args.jobs`` processes at once (the load the runs will share); the slowest."""
+    def one(slot: int) -> tuple[float, float]:
+        command = child_command(args, train_data, test_data, "--time-iters", str(iters), "--timing-slot", str(slot))
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"timing process {slot} failed: {done.stderr.strip().splitlines()[-1:]}")
+        timing = json.loads((args.out / f"timing{slot}" / "timing.json").read_text())
+        return timing["seconds_per_iteration"], timing["outside_seconds"]
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        timings = list(pool.map(one, range(args.jobs)))
+    return max(t[0] for t in timings), max(t[1] for t in timings)
+
+
+def plan(seconds_per_iter: float, cfg, n_train: int, runs: int, budget_minutes: float | None,
+         jobs: int = 1, outside: float = 0.0) -> int:
+    """Epochs per run: the config's, or the most that fit ``budget_minutes`` for all runs trained ``jobs``
+    at a time (each run also spends ``outside`` seconds on its start and its evaluation; 10% spare).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(schedule=SimpleNamespace(batch_size=32, max_iters_per_epoch=0, epochs=24))
+        >>> plan(0.1, cfg, n_train=2000, runs=35, budget_minutes=6, jobs=7, outside=10.0)  # doctest: +ELLIPSIS
+        0.100 s/iteration ...; 63 iterations per epoch; 35 runs, 7 at a time, x 8 epochs = ...
+        8
+    """
     s = cfg.schedule
     per_epoch = math.ceil(n_train / s.batch_size)
     if s.max_iters_per_epoch > 0:
         per_epoch = min(per_epoch, s.max_iters_per_epoch)
+    waves = math.ceil(runs / jobs)
     epochs = s.epochs
     if budget_minutes:
-        epochs = max(1, int(budget_minutes * 60 * 0.9 / (runs * per_epoch * seconds_per_iter)))
-    total = runs * epochs * per_epoch * seconds_per_iter / 0.9
-    print(f"{seconds_per_iter:.3f} s/iteration ({1 / seconds_per_iter:.1f} it/s); {per_epoch} iterations per epoch; "
-          f"{runs} runs x {epochs} epochs = {runs * epochs * per_epoch} iterations: ~{total / 60:.0f} min with evaluation")
+        training_seconds = budget_minutes * 60 * 0.9 - waves * outside
+        epochs = max(1, int(training_seconds / (waves * per_epoch * seconds_per_iter)))
+    total = waves * (epochs * per_epoch * seconds_per_iter + outside) / 0.9
+    print(f"{seconds_per_iter:.3f} s/iteration ({1 / seconds_per_iter:.1f} it/s per run), {outside:.0f} s start-up and evaluation; "
+          f"{per_epoch} iterations per epoch; {runs} runs, {jobs} at a time, x {epochs} epochs = "
+          f"{runs * epochs * per_epoch} iterations: ~{total / 60:.1f} min with evaluation")
     return epochs
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--config", type=Path, help="training config (default: the preset's)")
     p.add_argument("--losses", default=",".join(LOSSES), help="comma-separated loss names or recipes")
     p.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the preset's)")
     p.add_argument("--data", type=Path, help="prebuilt training set (default: composited into OUT/data/train)")
     p.add_argument("--test-data", type=Path, help="prebuilt test set (default: OUT/data/test)")
     p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/longtail_<preset>")
     p.add_argument("--epochs", type=int, help="override schedule.epochs")
+    p.add_argument("--workers", type=int, help="override schedule.workers (data-loading processes per run)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (GPU)")
     p.add_argument("--time-iters", type=int, default=0, help="time this many iterations, print the plan and stop")
     p.add_argument("--budget-minutes", type=float, default=None, help="size epochs so that all runs fit (times first)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: all, shared out among --jobs)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--build-data-only", action="store_true", help="build OUT/data/{train,test} and stop (to carry to a GPU box)")
+    p.add_argument("--summary-only", action="store_true", help="train nothing: the table of the runs finished in OUT")
+    # set by --jobs for its worker processes: train (or time) and leave the summary to the parent
+    p.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--timing-slot", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
     preset = PRESETS[args.preset]
-    args.config = ROOT / preset["config"]
-    args.out = args.out or ROOT / "benchmarks" / "results" / f"longtail_{args.preset}"
+    args.config = Path(args.config or ROOT / preset["config"]).resolve()
+    args.out = (args.out or ROOT / "benchmarks" / "results" / f"longtail_{args.preset}").resolve()
+    if args.jobs > 1 and args.threads == 0:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     overrides: dict = {"num_threads": args.threads}
-    if args.epochs:
-        overrides["schedule"] = {"epochs": args.epochs}
+    schedule = {k: v for k, v in (("epochs", args.epochs), ("workers", args.workers)) if v}
+    if schedule:
+        overrides["schedule"] = schedule
     seeds = [int(s) for s in (args.seeds or preset["seeds"]).split(",")]
     if importlib.util.find_spec("albumentations") is None:
         logging.warning("albumentations is not installed: training without augmentation")
@@ -344,20 +462,28 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown loss or recipe {', '.join(unknown)}; known: {', '.join(LOSSES)}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.data and args.test_data:
-        train_data, test_data = args.data, args.test_data
+        train_data, test_data = args.data.resolve(), args.test_data.resolve()
     else:
         train_data, test_data = build_datasets(args.out, preset["train_images"], preset["test_images"])
     if args.build_data_only:
         print(f"datasets: {train_data} {test_data}")
         return 0
     train_counts, test_counts = class_counts(train_data), class_counts(test_data)
-    if args.time_iters or args.budget_minutes:
+    started = time.perf_counter()
+    if not args.summary_only and (args.time_iters or args.budget_minutes):
+        iters = args.time_iters or 20
+        if args.no_summary:  # a timing process of --jobs
+            time_iterations(args, train_data, test_data, overrides, iters, args.timing_slot)
+            return 0
+        per_iter, outside = (time_parallel(args, train_data, test_data, iters) if args.jobs > 1
+                             else time_iterations(args, train_data, test_data, overrides, iters))
         cfg = load_train_config(args.config, overrides)
         n_train = len(json.loads((train_data / "annotations.json").read_text())["images"])
-        epochs = plan(time_iterations(args, train_data, overrides, args.time_iters or 20), cfg, n_train,
-                      len(losses) * len(seeds), args.budget_minutes)
+        budget = args.budget_minutes and args.budget_minutes - (time.perf_counter() - started) / 60  # timing included
+        epochs = plan(per_iter, cfg, n_train, len(losses) * len(seeds), budget, args.jobs, outside)
         if not args.budget_minutes:
             return 0
+        args.epochs = epochs
         overrides["schedule"] = {**overrides.get("schedule", {}), "epochs": epochs}
     taxonomy = load_taxonomy()
     rare = rare_classes(train_counts)
@@ -367,19 +493,34 @@ def main(argv: list[str] | None = None) -> int:
     if thin and args.preset == "gpu":
         logging.warning("rare classes with < 100 test boxes: %s", ", ".join(thin))
 
-    started = time.perf_counter()
-    records = [run_one(loss, seed, args, train_data, test_data, overrides, rare) for loss in losses for seed in seeds]
-    summary = summarise(records, losses, taxonomy.names)
+    runs = [(loss, seed) for seed in seeds for loss in losses]  # seed by seed: a stopped benchmark leaves whole seeds
+    if args.summary_only:
+        pass
+    elif args.jobs > 1:
+        run_parallel(args, runs, train_data, test_data)
+    else:
+        for loss, seed in runs:
+            run_one(loss, seed, args, train_data, test_data, overrides, rare)
+    if args.no_summary:
+        return 0
+    records, missing = finished_records(args.out, losses, seeds)
+    finished = [loss for loss in losses if any(r["loss"] == loss for r in records)]
+    if not finished:
+        logging.error("%s: no run finished; nothing to summarise", args.out)
+        return 1
+    complete = [seed for seed in seeds if all(f"{loss} seed {seed}" not in missing for loss in losses)]
+    summary = summarise(records, finished, taxonomy.names)
     cfg = load_train_config(args.config, overrides)
+    wall = "" if args.summary_only else f", {time.perf_counter() - started:.0f} s wall, {args.jobs} at a time"
     header = (f"Long-tail benchmark, preset {args.preset}: {cfg.model.detector}/{cfg.model.backbone} "
               f"({cfg.model.backbone_weights or 'from scratch'}), {cfg.patch_size} px at {cfg.target_mpp} um/px, "
-              f"{records[0].get('iterations', '?')} iterations per run, seeds {seeds}, "
-              f"{time.perf_counter() - started:.0f} s wall. Training boxes: "
-              + ", ".join(f"{n} {c}" for n, c in train_counts.items() if c) + f". Rare: {', '.join(rare)}.")
+              f"{records[0].get('iterations', '?')} iterations per run, seeds {seeds}{wall}. Training boxes: "
+              + ", ".join(f"{n} {c}" for n, c in train_counts.items() if c) + f". Rare: {', '.join(rare)}."
+              + (f" Not finished (left out): {', '.join(missing)}." if missing else ""))
     table = markdown(summary, taxonomy.names, test_counts, rare, header)
     reason = inconclusive_reason(summary, [n for n in rare if test_counts.get(n)])
     (args.out / "results.json").write_text(json.dumps(
-        {"preset": args.preset, "seeds": seeds, "inconclusive": reason, "rare": rare, "train_counts": train_counts,
+        {"preset": args.preset, "seeds": seeds, "complete_seeds": complete, "missing": missing, "inconclusive": reason, "rare": rare, "train_counts": train_counts,
          "test_counts": test_counts, "summary": summary, "runs": records}, indent=2))
     (args.out / "results.md").write_text(table)
     print(table)

@@ -22,17 +22,21 @@ def load_benchmark():
     return module
 
 
-def test_tiny_run_is_inconclusive_and_prints_no_ratios(make_dataset, tmp_path, monkeypatch, capsys):
-    bench = load_benchmark()
-    train_data, test_data = make_dataset(tmp_path / "train", n_images=4), make_dataset(tmp_path / "test", n_images=3, seed=1)
+def tiny_config(tmp_path: Path) -> Path:
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
         "target_mpp": 1.0, "patch_size": PATCH, "device": "cpu", "log_loss_stats_every": 0,
         "model": {"detector": "fcos", "fpn_channels": 32},
         "augment": {"enabled": False},
-        "schedule": {"epochs": 1, "batch_size": 4, "optimizer": "adamw", "lr": 0.001, "warmup_iters": 1},
+        "schedule": {"epochs": 1, "batch_size": 4, "optimizer": "adamw", "lr": 0.001, "warmup_iters": 1, "workers": 0},
     }))
-    monkeypatch.setitem(bench.PRESETS, "cpu", {**bench.PRESETS["cpu"], "config": str(config)})
+    return config
+
+
+def test_tiny_run_is_inconclusive_and_prints_no_ratios(make_dataset, tmp_path, monkeypatch, capsys):
+    bench = load_benchmark()
+    train_data, test_data = make_dataset(tmp_path / "train", n_images=4), make_dataset(tmp_path / "test", n_images=3, seed=1)
+    monkeypatch.setitem(bench.PRESETS, "cpu", {**bench.PRESETS["cpu"], "config": str(tiny_config(tmp_path))})
     out = tmp_path / "bench"
     assert bench.main(["--losses", "focal,gradlibra_v2", "--seeds", "0", "--data", str(train_data),
                        "--test-data", str(test_data), "--out", str(out), "--no-progress"]) == 0
@@ -44,6 +48,39 @@ def test_tiny_run_is_inconclusive_and_prints_no_ratios(make_dataset, tmp_path, m
     runs = {r["loss"]: r for r in result["runs"]}
     assert runs["focal"]["statistics_moved"] is None  # focal has no per-class statistics
     assert len(runs["gradlibra_v2"]["statistics"]["beta"]) == 10 and runs["gradlibra_v2"]["statistics_moved"] in (True, False)
+
+
+@pytest.mark.slow
+def test_jobs_train_runs_in_parallel_processes_like_one_process(make_dataset, tmp_path, capsys):
+    """--jobs 2 trains each run in its own process (same result as in-process: same seed, same batches),
+    --time-iters times the jobs together, and --summary-only tables the seeds every loss finished."""
+    bench = load_benchmark()
+    train_data, test_data = make_dataset(tmp_path / "train", n_images=4), make_dataset(tmp_path / "test", n_images=3, seed=1)
+    common = ["--config", str(tiny_config(tmp_path)), "--data", str(train_data), "--test-data", str(test_data),
+              "--no-progress", "--threads", "1"]
+    parallel, single = tmp_path / "parallel", tmp_path / "single"
+    assert bench.main([*common, "--losses", "focal,bce", "--seeds", "0,1", "--out", str(parallel), "--jobs", "2"]) == 0
+    result = json.loads((parallel / "results.json").read_text())
+    assert result["complete_seeds"] == [0, 1] and len(result["runs"]) == 4 and not result["missing"]
+    assert all((parallel / "runs" / f"{loss}_seed{s}.log").is_file() for loss in ("focal", "bce") for s in (0, 1))
+
+    assert bench.main([*common, "--losses", "focal", "--seeds", "1", "--out", str(single)]) == 0
+    one = json.loads((single / "runs" / "focal_seed1" / "result.json").read_text())
+    other = json.loads((parallel / "runs" / "focal_seed1" / "result.json").read_text())
+    assert one["final_loss"] == pytest.approx(other["final_loss"], rel=1e-5)
+
+    (parallel / "runs" / "bce_seed1" / "result.json").unlink()
+    capsys.readouterr()
+    assert bench.main([*common, "--losses", "focal,bce", "--seeds", "0,1", "--out", str(parallel), "--summary-only"]) == 0
+    summary = json.loads((parallel / "results.json").read_text())
+    assert summary["complete_seeds"] == [0] and summary["missing"] == ["bce seed 1"]
+    assert summary["summary"]["focal"]["seeds"] == [0, 1] and summary["summary"]["bce"]["seeds"] == [0]
+    assert not (parallel / "runs" / "bce_seed1" / "result.json").exists()  # nothing was trained
+
+    assert bench.main([*common, "--losses", "focal,bce", "--out", str(tmp_path / "timed"), "--jobs", "2",
+                       "--time-iters", "2"]) == 0
+    assert "2 at a time" in capsys.readouterr().out
+    assert all((tmp_path / "timed" / f"timing{slot}" / "timing.json").is_file() for slot in (0, 1))
 
 
 def test_recipe_and_unknown_loss(tmp_path):
