@@ -128,7 +128,11 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 class CocoPatchDataset(Dataset):
-    """Images as float ``(3, H, W)`` tensors in 0..1, targets ``{boxes (K,4) xyxy, labels (K,) 0-based}``."""
+    """Images as uint8 ``(H, W, 3)`` tensors, targets ``{boxes (K,4) xyxy, labels (K,) 0-based}``.
+
+    Images stay uint8 until they reach the training device (:func:`images_to_device`): a quarter of
+    the bytes a float image has to cross from the loader's worker processes.
+    """
 
     def __init__(self, root: str | Path, augment: AugmentConfig | None = None) -> None:
         self.root = Path(root)
@@ -176,7 +180,7 @@ class CocoPatchDataset(Dataset):
             image = out["image"]
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
             labels = np.asarray(out["labels"], np.int64)
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        tensor = torch.from_numpy(np.ascontiguousarray(image))
         target = {
             "boxes": torch.from_numpy(boxes),
             "labels": torch.from_numpy(labels),
@@ -213,9 +217,24 @@ class ConcatPatchDataset(ConcatDataset):
             part.set_augmentation_seed(seed)
 
 
-def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+def collate(batch: list) -> tuple[torch.Tensor | list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """One uint8 ``(B, H, W, 3)`` tensor when the images share a size (one transfer), else a list."""
     images, targets = zip(*batch)
+    if all(img.shape == images[0].shape for img in images):
+        return torch.stack(images), list(targets)
     return list(images), list(targets)
+
+
+def images_to_device(images: torch.Tensor | list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """:func:`collate`'s uint8 images -> float ``(3, H, W)`` tensors in 0..1 on ``device`` (converted there).
+
+    Example:
+        >>> images_to_device(torch.full((2, 4, 4, 3), 255, dtype=torch.uint8), torch.device("cpu"))[0].shape
+        torch.Size([3, 4, 4])
+    """
+    if isinstance(images, torch.Tensor):
+        return list(images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0))
+    return [img.to(device, non_blocking=True).permute(2, 0, 1).float().div_(255.0) for img in images]
 
 
 def repeat_factors(image_labels: list[set[int]], threshold: float) -> np.ndarray:

@@ -41,7 +41,15 @@ from ..taxonomy import load_taxonomy
 from .backbones import BACKBONES, backbone_entry
 from .bundled import starter_model_path
 from .checkpoint import load_checkpoint, read_checkpoint_file, save_checkpoint
-from .data import CocoPatchDataset, ConcatPatchDataset, RepeatFactorSampler, check_classes, collate, repeat_factors
+from .data import (
+    CocoPatchDataset,
+    ConcatPatchDataset,
+    RepeatFactorSampler,
+    check_classes,
+    collate,
+    images_to_device,
+    repeat_factors,
+)
 from .detector import FAMILIES, Detector, DetectorSpec, build_detector, count_parameters
 from .evaluation import Evaluation, evaluate_detector
 from .heads import FamilyParams
@@ -248,7 +256,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
         else:
             epoch_sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
         loader = DataLoader(dataset, batch_size=s.batch_size, sampler=epoch_sampler, collate_fn=collate,
-                            num_workers=s.workers, drop_last=False)
+                            num_workers=s.workers, drop_last=False, pin_memory=device.type == "cuda")
         detector.train()
         bar = progress_bar(total=batches_per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}", unit="batch", disable=not progress)
         sums: dict[str, float] = {}
@@ -258,7 +266,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
                 break
             for group in optimizer.param_groups:
                 group["lr"] = s.lr * lr_factor(it, total_iters, cfg)
-            images = [img.to(device, non_blocking=True) for img in images]
+            images = images_to_device(images, device)
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
             ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
             with ctx:
