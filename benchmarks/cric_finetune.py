@@ -61,7 +61,7 @@ def run_fold(fold: int, args, taxonomy, thresholds) -> dict:
                         background_ratio=20.0, slide_mpp=CRIC_MPP, progress=False)
     train_data = [str(data)] * args.field_repeats + [str(args.mix)] if args.mix else str(data)
     over = {"train_data": train_data, "out": str(out / "train"), "num_threads": args.threads,
-            "schedule": {"epochs": args.epochs}}
+            "schedule": {"epochs": args.epochs, "lr": args.lr}}
     cfg = load_train_config(ROOT / "configs" / "finetune.yaml", over)
     check_registry_names(cfg)
     started = time.perf_counter()
@@ -97,6 +97,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cric_finetune")
     ap.add_argument("--folds", default=",".join(str(i) for i in range(N_FOLDS)))
     ap.add_argument("--epochs", type=int, default=None, help="override schedule.epochs of configs/finetune.yaml")
+    ap.add_argument("--lr", type=float, default=None, help="override schedule.lr of configs/finetune.yaml")
     ap.add_argument("--mix", type=Path, default=None,
                     help="a second training set trained on together with each fold's fields (e.g. a composited set "
                          "from `wsi data composite configs/starter_data.yaml --split train`), so the model keeps its TCT domain")
@@ -107,15 +108,16 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.epochs is None:
-        args.epochs = load_train_config(ROOT / "configs" / "finetune.yaml").schedule.epochs
+    schedule = load_train_config(ROOT / "configs" / "finetune.yaml").schedule
+    args.epochs = args.epochs or schedule.epochs
+    args.lr = args.lr or schedule.lr
     taxonomy = load_taxonomy()
     thresholds, _ = class_thresholds(taxonomy, load_config().report)
     records = [run_fold(int(f), args, taxonomy, thresholds) for f in args.folds.split(",")]
     total = pooled_hits(records)
     tct_top = [r["tct_top_in_circle"] for r in records]
     print(f"\nLeave-fields-out fine-tuning from the starter model ({len(records)} folds, configs/finetune.yaml, "
-          f"{args.epochs} epochs{f', mixed with {args.mix} (fields x{args.field_repeats})' if args.mix else ''}; "
+          f"{args.epochs} epochs, lr {args.lr:g}{f', mixed with {args.mix} (fields x{args.field_repeats})' if args.mix else ''}; "
           "report thresholds, nothing tuned)")
     print("| fold | held-out fields | abnormal found | NILM flagged | held-out mosaic call (truth) | tct_marked top-1 in circle | train s |")
     print("|---|---|---|---|---|---|---|")
