@@ -167,7 +167,7 @@ def child_command(args, train_data: Path, test_data: Path, *extra: str) -> list[
 def run_parallel(args, runs: list[tuple[str, int]], train_data: Path, test_data: Path) -> None:
     """Train ``runs`` ``args.jobs`` at a time, each in its own process, its output in ``OUT/runs/<run>.log``.
 
-    A run that fails is logged and left out (the summary reports the seeds every loss finished).
+    A run that fails is logged and left out; the summary lists it (:func:`finished_records`).
     """
     def one(run: tuple[str, int]) -> None:
         loss, seed = run
