@@ -39,6 +39,7 @@ from wsi_pipeline.models.training import check_registry_names, train  # noqa: E4
 from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
 
 N_FOLDS = 4
+CRIC_CLASSES = ["NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC"]  # what CRIC Cervix labels (no AGC, INFL, organisms)
 
 
 def fold_fields(fold: int) -> tuple[list[Path], list[Path]]:
@@ -58,7 +59,8 @@ def run_fold(fold: int, args, taxonomy, thresholds) -> dict:
     if not (data / "annotations.json").is_file():
         # every patch of every training field (background_ratio high): the fields are small
         extract_dataset([(f, f.with_suffix(".geojson")) for f in train_fields], data, target_mpp=0.5, patch_size=256,
-                        background_ratio=20.0, slide_mpp=CRIC_MPP, progress=False)
+                        background_ratio=20.0, slide_mpp=CRIC_MPP, progress=False,
+                        annotated_classes=CRIC_CLASSES if args.partial else None)
     train_data = [str(data)] * args.field_repeats + [str(args.mix)] if args.mix else str(data)
     over = {"train_data": train_data, "out": str(out / "train"), "num_threads": args.threads,
             "schedule": {"epochs": args.epochs, "lr": args.lr}}
@@ -103,6 +105,9 @@ def main() -> int:
                          "from `wsi data composite configs/starter_data.yaml --split train`), so the model keeps its TCT domain")
     ap.add_argument("--field-repeats", type=int, default=1,
                     help="with --mix: the fold's fields count this many times per epoch (balances the two sets)")
+    ap.add_argument("--partial", action="store_true",
+                    help="the fields' annotations cover only CRIC's classes (NILM, ASC-US, LSIL, ASC-H, HSIL, SCC): "
+                         "the others are not trained as background on them (docs/training.md)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
@@ -117,7 +122,8 @@ def main() -> int:
     total = pooled_hits(records)
     tct_top = [r["tct_top_in_circle"] for r in records]
     print(f"\nLeave-fields-out fine-tuning from the starter model ({len(records)} folds, configs/finetune.yaml, "
-          f"{args.epochs} epochs, lr {args.lr:g}{f', mixed with {args.mix} (fields x{args.field_repeats})' if args.mix else ''}; "
+          f"{args.epochs} epochs, lr {args.lr:g}{f', mixed with {args.mix} (fields x{args.field_repeats})' if args.mix else ''}"
+          f"{', CRIC classes only' if args.partial else ''}; "
           "report thresholds, nothing tuned)")
     print("| fold | held-out fields | abnormal found | NILM flagged | held-out mosaic call (truth) | tct_marked top-1 in circle | train s |")
     print("|---|---|---|---|---|---|---|")

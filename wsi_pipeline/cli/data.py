@@ -55,6 +55,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--patch-size", type=int, default=None, help="patch edge, px")
     b.add_argument("--background-ratio", type=float, default=None, help="normal-only patches kept per patch with a rare cell")
     b.add_argument("--seed", type=int, default=0, help="random seed of the background patch sample")
+    b.add_argument("--annotated-classes", default=None,
+                   help="comma-separated classes the annotations mark on every cell of theirs, when they cover only "
+                        "some (e.g. NILM,ASC-US,LSIL,ASC-H,HSIL,SCC for CRIC); training does not teach the other "
+                        "classes as background on these patches (default: all classes)")
     b.add_argument("--config", type=Path, default=None, help="YAML overriding configs/synth.yaml (label aliases, dataset)")
     b.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
     b.set_defaults(func=run_build)
@@ -91,9 +95,10 @@ def run_build(args: argparse.Namespace) -> int:
     pairs = list(zip(args.slide, args.annotations)) + [pair for folder in args.folder for pair in annotated_pairs(folder)]
     if not pairs:
         raise ConfigError(None, "nothing to build from: give --slide/--annotations pairs or --folder")
+    annotated = [c.strip() for c in args.annotated_classes.split(",") if c.strip()] if args.annotated_classes else None
     summary = extract_dataset(pairs, args.out, args.target_mpp, args.patch_size,
                               args.background_ratio, args.seed, args.config, slide_mpp=args.mpp,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, annotated_classes=annotated)
     print(f"dataset: {summary.annotations_path} ({summary.n_images} patches)")
     print(summary.table())
     return 0

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import shapely
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, ConfigError
 from ..fsutil import atomic_write
 from ..io import open_slide
 from ..progress import progress_bar
@@ -128,14 +128,22 @@ def extract_dataset(
     taxonomy: Taxonomy | None = None,
     slide_mpp: float | None = None,
     progress: bool = True,
+    annotated_classes: list[str] | None = None,
 ) -> DatasetSummary:
     """Cut patches and COCO boxes from ``(slide, annotations)`` pairs; unset options come from the config.
+
+    ``annotated_classes``: the classes the annotations mark on every cell of theirs (default: all).
+    Training does not teach the others as background on these patches (docs/training.md,
+    "Annotations that cover some classes").
 
     Example:
         >>> s = extract_dataset([("slide.svs", "slide.cells.geojson")], "dataset/")  # doctest: +SKIP
         >>> print(s.table())  # doctest: +SKIP
     """
     taxonomy = taxonomy or load_taxonomy()
+    unknown = [c for c in annotated_classes or [] if c not in taxonomy.names]
+    if unknown:
+        raise ConfigError(None, f"annotated classes {', '.join(unknown)} are not in the taxonomy ({', '.join(taxonomy.names)})")
     # label aliases and the dataset section live in configs/synth.yaml (imported here: synth builds on datasets)
     from ..synth.config import SynthConfig, load_synth_config  # noqa: PLC0415
 
@@ -207,7 +215,8 @@ def extract_dataset(
     coco = {
         "info": {"description": "wsi_pipeline patch dataset", "target_mpp": target_mpp, "patch_size": patch_size,
                  "taxonomy": taxonomy.names, "images_dir": "images", "source_slides": sources,
-                 "background_ratio": background_ratio, "seed": seed, "complete": True},
+                 "background_ratio": background_ratio, "seed": seed, "complete": True,
+                 **({"annotated_classes": annotated_classes} if annotated_classes else {})},
         "images": images, "annotations": anns_out, "categories": categories(taxonomy),
     }
     atomic_write(marker, json.dumps(coco) + "\n")

@@ -71,6 +71,25 @@ def coco_info(coco: dict[str, Any]) -> CocoInfo:
     )
 
 
+def annotated_class_mask(coco: dict[str, Any], class_names: list[str], where: Path) -> torch.Tensor | None:
+    """``info.annotated_classes`` as a bool mask over ``class_names``; None when every class is annotated.
+
+    Example:
+        >>> annotated_class_mask({"info": {"annotated_classes": ["B"]}}, ["A", "B"], Path("x")).tolist()
+        [False, True]
+        >>> annotated_class_mask({"info": {}}, ["A", "B"], Path("x")) is None
+        True
+    """
+    names = (coco.get("info") or {}).get("annotated_classes")
+    if names is None:
+        return None
+    unknown = [n for n in names if n not in class_names]
+    if unknown or not names:
+        raise ArtifactError(where, f"info.annotated_classes {names} must be a non-empty list of its categories")
+    mask = torch.tensor([n in names for n in class_names])
+    return None if bool(mask.all()) else mask
+
+
 def check_classes(dataset_names: list[str], taxonomy_names: list[str], where: str | Path) -> None:
     """The dataset's categories must be the taxonomy classes, in the same order."""
     if dataset_names != taxonomy_names:
@@ -132,6 +151,11 @@ class CocoPatchDataset(Dataset):
 
     Images stay uint8 until they reach the training device (:func:`images_to_device`): a quarter of
     the bytes a float image has to cross from the loader's worker processes.
+
+    A dataset whose ``info.annotated_classes`` names only some classes (annotations that mark every
+    cell of those classes and nothing of the others) adds ``annotated``, a ``(C,)`` bool tensor, to
+    each target; the classification loss then ignores the other classes on its background
+    (:func:`~wsi_pipeline.models.heads.gather_classification_targets`).
     """
 
     def __init__(self, root: str | Path, augment: AugmentConfig | None = None) -> None:
@@ -145,6 +169,7 @@ class CocoPatchDataset(Dataset):
                 by_image[ann["image_id"]].append(ann)
         self.annotations = [by_image[im["id"]] for im in self.images]
         self.transform = build_augmentation(augment) if augment is not None and augment.enabled else None
+        self.annotated = annotated_class_mask(self.coco, self.info.class_names, self.root / "annotations.json")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -186,6 +211,8 @@ class CocoPatchDataset(Dataset):
             "labels": torch.from_numpy(labels),
             "image_id": torch.tensor(self.images[index]["id"]),
         }
+        if self.annotated is not None:
+            target["annotated"] = self.annotated
         return tensor, target
 
 
