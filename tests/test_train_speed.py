@@ -22,13 +22,14 @@ def test_variants_and_loader_are_timed(make_dataset, tmp_path, capsys):
     out = tmp_path / "speed.json"
     assert bench.main(["--config", str(ROOT / "configs" / "longtail.yaml"), "--device", "cpu", "--batch", "2",
                        "--iters", "1", "--warmup", "0", "--precisions", "fp32,fp16", "--formats", "nchw,channels_last",
-                       "--size", "64", "--data", str(data), "--json", str(out)]) == 0
+                       "--size", "64", "--data", str(data), "--json", str(out), "--profile", "fp32", "--profile-rows", "3"]) == 0
     timings = json.loads(out.read_text())
     # fp16 is skipped on the CPU (training there is fp32 only); both memory formats are timed
     assert set(timings) == {"fp32/nchw", "fp32/channels_last", "loader/2_workers_images_per_s", "loader/8_workers_images_per_s"}
     assert all(v > 0 for v in timings.values())
     printed = capsys.readouterr().out
     assert "1.00x fp32 NCHW" in printed and "data loader, 2 workers" in printed
+    assert "Self CPU" in printed  # the profile's table of the top operations
 
 
 def test_random_batch_has_boxes_inside_the_image():
