@@ -167,7 +167,7 @@ def child_command(args, train_data: Path, test_data: Path, *extra: str) -> list[
 def run_parallel(args, runs: list[tuple[str, int]], train_data: Path, test_data: Path) -> None:
     """Train ``runs`` ``args.jobs`` at a time, each in its own process, its output in ``OUT/runs/<run>.log``.
 
-    A run that fails is logged and left out; the summary lists it (:func:`finished_records`).
+    A run that fails is logged and left out; the summary lists the runs not finished.
     """
     def one(run: tuple[str, int]) -> None:
         loss, seed = run
@@ -187,22 +187,11 @@ def run_parallel(args, runs: list[tuple[str, int]], train_data: Path, test_data:
         list(pool.map(one, runs))
 
 
-def finished_records(out: Path, losses: list[str], seeds: list[int]) -> tuple[list[dict], list[str]]:
-    """The results of the runs finished in ``out``, and the runs not finished ("loss seed N").
-
-    Deltas pair only the seeds both losses finished, so a failed run costs its pairs, not the table.
-    """
-    records, missing = [], []
-    for loss in losses:
-        for seed in seeds:
-            result = run_path(out, loss, seed) / "result.json"
-            if result.is_file():
-                records.append(json.loads(result.read_text()))
-            else:
-                missing.append(f"{loss} seed {seed}")
-    if missing:
-        logging.warning("not finished, left out: %s", ", ".join(missing))
-    return records, missing
+def finished_records(out: Path, losses: list[str], seeds: list[int]) -> list[dict]:
+    """The results of the runs finished in ``out`` (deltas pair only the seeds both losses finished,
+    so a failed run costs its pairs, not the table)."""
+    files = [run_path(out, loss, seed) / "result.json" for loss in losses for seed in seeds]
+    return [json.loads(f.read_text()) for f in files if f.is_file()]
 
 
 def run_one(loss: str, seed: int, args, train_data: Path, test_data: Path, overrides: dict, rare: list[str]) -> dict:
@@ -494,21 +483,23 @@ def main(argv: list[str] | None = None) -> int:
         logging.warning("rare classes with < 100 test boxes: %s", ", ".join(thin))
 
     runs = [(loss, seed) for seed in seeds for loss in losses]  # seed by seed: a stopped benchmark leaves whole seeds
-    if args.summary_only:
-        pass
-    elif args.jobs > 1:
+    if not args.summary_only and args.jobs > 1:
         run_parallel(args, runs, train_data, test_data)
-    else:
+    elif not args.summary_only:
         for loss, seed in runs:
             run_one(loss, seed, args, train_data, test_data, overrides, rare)
     if args.no_summary:
         return 0
-    records, missing = finished_records(args.out, losses, seeds)
-    finished = [loss for loss in losses if any(r["loss"] == loss for r in records)]
+    records = finished_records(args.out, losses, seeds)
+    done = {(r["loss"], r["seed"]) for r in records}
+    missing = [f"{loss} seed {seed}" for loss, seed in runs if (loss, seed) not in done]
+    if missing:
+        logging.warning("not finished, left out: %s", ", ".join(missing))
+    finished = [loss for loss in losses if any((loss, seed) in done for seed in seeds)]
     if not finished:
         logging.error("%s: no run finished; nothing to summarise", args.out)
         return 1
-    complete = [seed for seed in seeds if all(f"{loss} seed {seed}" not in missing for loss in losses)]
+    complete = [seed for seed in seeds if all((loss, seed) in done for loss in losses)]
     summary = summarise(records, finished, taxonomy.names)
     cfg = load_train_config(args.config, overrides)
     wall = "" if args.summary_only else f", {time.perf_counter() - started:.0f} s wall, {args.jobs} at a time"

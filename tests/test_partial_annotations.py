@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from wsi_pipeline.cli.main import main
+from wsi_pipeline.errors import ArtifactError
 from wsi_pipeline.models.data import CocoPatchDataset, collate
 from wsi_pipeline.models.heads import IGNORED_LOGIT, gather_classification_targets
 from wsi_pipeline.models.losses import LOSSES, build_loss
@@ -67,7 +68,7 @@ def test_dataset_marks_its_annotated_classes(make_dataset, tmp_path):
     assert all(torch.equal(t["annotated"], mask) for t in targets)
     coco["info"]["annotated_classes"] = ["NILM", "nonsense"]
     (data / "annotations.json").write_text(json.dumps(coco))
-    with pytest.raises(Exception, match="annotated_classes"):
+    with pytest.raises(ArtifactError, match="annotated_classes"):
         CocoPatchDataset(data)
 
 

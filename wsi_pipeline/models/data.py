@@ -149,7 +149,7 @@ def read_rgb(path: Path) -> np.ndarray:
 class CocoPatchDataset(Dataset):
     """Images as uint8 ``(H, W, 3)`` tensors, targets ``{boxes (K,4) xyxy, labels (K,) 0-based}``.
 
-    Images stay uint8 until they reach the training device (:func:`images_to_device`): a quarter of
+    Images stay uint8 until they reach the training device (``Detector.as_float_images``): a quarter of
     the bytes a float image has to cross from the loader's worker processes.
 
     A dataset whose ``info.annotated_classes`` names only some classes (annotations that mark every
@@ -250,18 +250,6 @@ def collate(batch: list) -> tuple[torch.Tensor | list[torch.Tensor], list[dict[s
     if all(img.shape == images[0].shape for img in images):
         return torch.stack(images), list(targets)
     return list(images), list(targets)
-
-
-def images_to_device(images: torch.Tensor | list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """:func:`collate`'s uint8 images -> float ``(3, H, W)`` tensors in 0..1 on ``device`` (converted there).
-
-    Example:
-        >>> images_to_device(torch.full((2, 4, 4, 3), 255, dtype=torch.uint8), torch.device("cpu"))[0].shape
-        torch.Size([3, 4, 4])
-    """
-    if isinstance(images, torch.Tensor):
-        return list(images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0))
-    return [img.to(device, non_blocking=True).permute(2, 0, 1).float().div_(255.0) for img in images]
 
 
 def repeat_factors(image_labels: list[set[int]], threshold: float) -> np.ndarray:

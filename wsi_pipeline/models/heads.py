@@ -74,7 +74,7 @@ def gather_classification_targets(
         annotated = target.get("annotated")
         if annotated is not None:
             known = foreground[:, None] | annotated[None, :]
-            logits_img = torch.where(known, logits_img, torch.full_like(logits_img, IGNORED_LOGIT))
+            logits_img = torch.where(known, logits_img, IGNORED_LOGIT)
         valid = matched != ignore_idx if ignore_idx is not None else torch.ones_like(foreground)
         logits.append(logits_img[valid])
         onehots.append(onehot[valid])

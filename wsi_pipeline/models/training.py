@@ -41,15 +41,7 @@ from ..taxonomy import load_taxonomy
 from .backbones import BACKBONES, backbone_entry
 from .bundled import starter_model_path
 from .checkpoint import load_checkpoint, read_checkpoint_file, save_checkpoint
-from .data import (
-    CocoPatchDataset,
-    ConcatPatchDataset,
-    RepeatFactorSampler,
-    check_classes,
-    collate,
-    images_to_device,
-    repeat_factors,
-)
+from .data import CocoPatchDataset, ConcatPatchDataset, RepeatFactorSampler, check_classes, collate, repeat_factors
 from .detector import FAMILIES, Detector, DetectorSpec, build_detector, count_parameters
 from .evaluation import Evaluation, evaluate_detector
 from .heads import FamilyParams
@@ -266,7 +258,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
                 break
             for group in optimizer.param_groups:
                 group["lr"] = s.lr * lr_factor(it, total_iters, cfg)
-            images = images_to_device(images, device)
+            images = _images_to_device(images, device)
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
             ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
             with ctx:
@@ -317,6 +309,13 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
     seconds = time.perf_counter() - started
     log.info("Model written to %s (%.0f s)", model_path, seconds)
     return TrainResult(model_path, s.epochs, seconds, running, evaluation)
+
+
+def _images_to_device(images: torch.Tensor | list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """:func:`collate`'s uint8 images -> float ``(3, H, W)`` images on ``device``, converted there."""
+    if isinstance(images, torch.Tensor):
+        return list(Detector.as_float_images(images.to(device, non_blocking=True)))
+    return [Detector.as_float_images(img[None].to(device, non_blocking=True))[0] for img in images]
 
 
 def train_roots(cfg: TrainConfig) -> list[Path]:
