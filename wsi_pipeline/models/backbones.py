@@ -40,6 +40,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from ..errors import ArtifactError, ConfigError
+from .torchfile import load_torch_file
 
 
 @dataclass(frozen=True)
@@ -190,12 +191,7 @@ def resolve_weights(name: str, weights: str) -> dict[str, Tensor]:
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise ArtifactError(path, "backbone weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a non-checkpoint file
-        raise ArtifactError(path, f"not a PyTorch state dict ({exc.__class__.__name__})") from None
+    state = load_torch_file(path, "PyTorch state dict")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from ..errors import ArtifactError
 from ..fsutil import atomic_path
 from .detector import Detector, DetectorSpec, build_detector
 from .losses import build_loss
+from .torchfile import load_torch_file
 
 FORMAT = "wsi_pipeline.checkpoint"
 FORMAT_VERSION = 1
@@ -122,14 +121,7 @@ def save_checkpoint(
 def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, with one-line :class:`ArtifactError` for every kind of bad file."""
     path = Path(path)
-    if not path.exists():
-        raise ArtifactError(path, "checkpoint not found")
-    if not path.is_file():
-        raise ArtifactError(path, "is not a file, expected a model checkpoint (.pt)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        raise ArtifactError(path, f"not a wsi_pipeline checkpoint (torch.load failed: {exc.__class__.__name__})") from None
+    payload = load_torch_file(path, "wsi_pipeline checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArtifactError(path, "not a wsi_pipeline checkpoint (no 'format: wsi_pipeline.checkpoint' entry)")
     version = payload.get("format_version")
