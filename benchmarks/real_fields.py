@@ -108,7 +108,8 @@ def tct_marked(model: Path, out: Path, taxonomy, thresholds) -> dict:
         r = circle_ranking(det.boxes, det.class_scores, det.labels, det.scores, thresholds, taxonomy,
                            [tuple(c) for c in circles])
         fields[name] = {"top_in_circle": r.top_in_circle, "top_score": r.top_score,
-                        "counted_abnormal": r.counted_abnormal, "counted_abnormal_outside": r.counted_abnormal_outside}
+                        "counted_abnormal": r.counted_abnormal, "counted_abnormal_outside": r.counted_abnormal_outside,
+                        "best_circle_rank": r.best_circle_rank}
     return fields
 
 
@@ -143,7 +144,8 @@ def main() -> int:
     top = sum(bool(v["top_in_circle"]) for v in t.values())
     outside = [v["counted_abnormal_outside"] for v in t.values()]
     print(f"\ntct_marked: most suspicious detection inside a circle in {top}/{len(t)} fields; "
-          f"counted abnormal detections outside circles per field: {outside} (mean {np.mean(outside):.1f})")
+          f"counted abnormal detections outside circles per field: {outside} (mean {np.mean(outside):.1f}); "
+          f"rank of the best detection in a circle per field: {[v['best_circle_rank'] for v in t.values()]}")
     for name, v in t.items():
         print(f"  {name}: top in circle {v['top_in_circle']}, top score {v['top_score']}, "
               f"counted abnormal {v['counted_abnormal']} ({v['counted_abnormal_outside']} outside)")

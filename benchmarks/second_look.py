@@ -373,17 +373,6 @@ def development(data: Path, detector: Path, model: nn.Module, meta: SecondLookMe
     return out
 
 
-def circle_rank(det: Detections, taxonomy, circles) -> int | None:
-    """1-based rank, by abnormal suspicion, of the most suspicious detection centred in a circle."""
-    abnormal = [taxonomy.index(n) for n in taxonomy.abnormal_names()]
-    cx, cy = (det.boxes[:, 0] + det.boxes[:, 2]) / 2, (det.boxes[:, 1] + det.boxes[:, 3]) / 2
-    inside = np.zeros(len(det), bool)
-    for x0, y0, x1, y1 in circles:
-        inside |= (x0 <= cx) & (cx <= x1) & (y0 <= cy) & (cy <= y1)
-    ranked = inside[np.argsort(-det.class_scores[:, abnormal].max(1), kind="stable")]
-    return int(np.argmax(ranked)) + 1 if ranked.any() else None
-
-
 def validation(results: Path, model: nn.Module, meta: SecondLookMeta, top_n: int) -> dict:
     cfg = load_config()
     taxonomy = load_taxonomy()
@@ -400,7 +389,7 @@ def validation(results: Path, model: nn.Module, meta: SecondLookMeta, top_n: int
     for name, circles in sorted(marks.items()):
         for key, d in both(results / "tct" / Path(name).stem).items():
             r = circle_ranking(d.boxes, d.class_scores, d.labels, d.scores, thresholds, taxonomy, [tuple(c) for c in circles])
-            tct[key].append((bool(r.top_in_circle), r.counted_abnormal_outside, circle_rank(d, taxonomy, circles)))
+            tct[key].append((bool(r.top_in_circle), r.counted_abnormal_outside, r.best_circle_rank))
     out["tct_marked"] = {k: {"top_in_circle": f"{sum(t for t, _, _ in v)}/{len(v)}", "outside": [o for _, o, _ in v],
                              "best_circle_rank": [r for _, _, r in v]} for k, v in tct.items()}
     aliases = load_synth_config(None, taxonomy).label_aliases

@@ -176,3 +176,16 @@ def test_circle_ranking_without_detections():
     r = circle_ranking(np.zeros((0, 4)), np.zeros((0, len(TAX.names))), np.zeros(0, int), np.zeros(0),
                        [0.5] * len(TAX.names), TAX, [(0, 0, 10, 10)])
     assert r.top_in_circle is None and r.counted_abnormal == 0
+
+
+def test_circle_ranking_ranks_the_best_circled_detection():
+    cs = np.zeros((4, len(TAX.names)), np.float32)
+    cs[:, TAX.index("HSIL")] = [0.9, 0.7, 0.6, 0.2]
+    cs[3, TAX.index("NILM")] = 0.95  # a confident normal call does not rank: only abnormal scores do
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [100, 100, 110, 110], [102, 102, 108, 108]], np.float32)
+    r = circle_ranking(boxes, cs, cs.argmax(1), cs.max(1), [0.5] * len(TAX.names), TAX, [(95, 95, 115, 115)])
+    assert (r.top_in_circle, r.best_circle_rank, r.counted_abnormal, r.counted_abnormal_outside) == (False, 3, 3, 2)
+    assert circle_ranking(boxes, cs, cs.argmax(1), cs.max(1), [0.5] * len(TAX.names), TAX,
+                          [(500, 500, 510, 510)]).best_circle_rank is None
+    assert circle_ranking(boxes, cs, cs.argmax(1), cs.max(1), [0.5] * len(TAX.names), TAX,
+                          [(0, 0, 12, 12)]).best_circle_rank == 1

@@ -139,11 +139,13 @@ class CircleRanking:
     top_score: float | None
     counted_abnormal: int
     counted_abnormal_outside: int
+    best_circle_rank: int | None = None  # 1-based rank of the most suspicious detection in a circle; None: none
 
 
 def circle_ranking(boxes: np.ndarray, class_scores: np.ndarray, labels: np.ndarray, scores: np.ndarray,
                    thresholds: list[float], taxonomy: Taxonomy, circles: list[tuple[float, float, float, float]]) -> CircleRanking:
-    """Is the most suspicious detection's centre inside a circled box; counted abnormal calls outside circles.
+    """Is the most suspicious detection's centre inside a circled box; counted abnormal calls outside circles;
+    the rank of the most suspicious detection in a circle (1 = the top one; a graded measure where top-1 is 0/N).
 
     Example:
         >>> import numpy as np
@@ -152,26 +154,26 @@ def circle_ranking(boxes: np.ndarray, class_scores: np.ndarray, labels: np.ndarr
         >>> cs = np.zeros((2, len(tax.names)), np.float32); cs[0, tax.index("HSIL")] = 0.8; cs[1, tax.index("LSIL")] = 0.6
         >>> boxes = np.array([[0, 0, 10, 10], [100, 100, 120, 120]], np.float32)
         >>> r = circle_ranking(boxes, cs, cs.argmax(1), cs.max(1), [0.5] * len(tax.names), tax, [(90, 90, 130, 130)])
-        >>> r.top_in_circle, r.counted_abnormal, r.counted_abnormal_outside
-        (False, 2, 1)
+        >>> r.top_in_circle, r.counted_abnormal, r.counted_abnormal_outside, r.best_circle_rank
+        (False, 2, 1, 2)
     """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     abnormal = [taxonomy.index(n) for n in taxonomy.abnormal_names()]
     labels = np.asarray(labels, np.int64)
     centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1) if len(boxes) else np.zeros((0, 2))
 
-    def in_any_circle(i: int) -> bool:
-        x, y = centres[i]
-        return any(c[0] <= x <= c[2] and c[1] <= y <= c[3] for c in circles)
-
+    in_circle = np.zeros(len(boxes), bool)
+    for x0, y0, x1, y1 in circles:
+        in_circle |= (x0 <= centres[:, 0]) & (centres[:, 0] <= x1) & (y0 <= centres[:, 1]) & (centres[:, 1] <= y1)
     counted = (np.asarray(scores, np.float32) >= np.asarray(thresholds, np.float32)[labels]) & np.isin(labels, abnormal) \
         if len(labels) else np.zeros(0, bool)
-    outside = sum(1 for i in np.nonzero(counted)[0] if not in_any_circle(int(i)))
     if not len(boxes):
         return CircleRanking(None, None, 0, 0)
     suspicion = np.asarray(class_scores, np.float32)[:, abnormal].max(1)
+    ranked = in_circle[np.argsort(-suspicion, kind="stable")]
     top = int(suspicion.argmax())
-    return CircleRanking(in_any_circle(top), float(suspicion[top]), int(counted.sum()), int(outside))
+    return CircleRanking(bool(in_circle[top]), float(suspicion[top]), int(counted.sum()), int((counted & ~in_circle).sum()),
+                         int(ranked.argmax()) + 1 if ranked.any() else None)
 
 
 def truth_from_annotations(annotations) -> list[TruthCell]:
