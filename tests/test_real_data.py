@@ -189,3 +189,27 @@ def test_circle_ranking_ranks_the_best_circled_detection():
                           [(500, 500, 510, 510)]).best_circle_rank is None
     assert circle_ranking(boxes, cs, cs.argmax(1), cs.max(1), [0.5] * len(TAX.names), TAX,
                           [(0, 0, 12, 12)]).best_circle_rank == 1
+
+
+def test_wsi_evaluate_circles_ranks_a_readers_circled_cells(tmp_path, capsys):
+    from wsi_pipeline.store.detections import Detections, write_detections
+
+    cs = np.zeros((3, len(TAX.names)), np.float32)
+    cs[:, TAX.index("AGC")] = [0.9, 0.3, 0.0]
+    cs[:, TAX.index("HSIL")] = [0.0, 0.6, 0.4]
+    det = Detections(boxes=np.array([[0, 0, 10, 10], [100, 100, 120, 120], [300, 300, 310, 310]], np.float32),
+                     scores=cs.max(1), labels=cs.argmax(1).astype(np.int16), patch_index=np.zeros(3, np.int32),
+                     class_scores=cs)
+    det_path = tmp_path / "detections.parquet"
+    write_detections(det_path, det, {"taxonomy": TAX.names, "complete": True})
+    circle = {"type": "Feature", "properties": {"name": "circled by reader"},  # not a taxonomy label: still a circle
+              "geometry": {"type": "Polygon", "coordinates": [[[90, 90], [130, 90], [130, 130], [90, 130], [90, 90]]]}}
+    circles = tmp_path / "circles.geojson"
+    circles.write_text(json.dumps({"type": "FeatureCollection", "features": [circle]}))
+    out = tmp_path / "circles.json"
+    assert main(["evaluate", "--cells", str(det_path), "--circles", str(circles), "--json", str(out)]) == 0
+    field = json.loads(out.read_text())["fields"][0]
+    assert (field["top_in_circle"], field["best_circle_rank"], field["counted_abnormal_outside"]) == (False, 2, 1)
+    assert "top detection in a circle: 0/1 fields; median best circled rank 2" in capsys.readouterr().out
+    assert main(["evaluate", "--cells", str(det_path), "--circles", str(circles), "--circles", str(circles)]) == 2
+    assert "one --circles file per --cells" in capsys.readouterr().err

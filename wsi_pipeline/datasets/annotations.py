@@ -22,7 +22,7 @@ from pathlib import Path
 import shapely.geometry
 
 from ..errors import ArtifactError
-from ..taxonomy import Taxonomy
+from ..taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,12 @@ def class_mapper(taxonomy: Taxonomy, aliases: dict[str, str]):
     return lambda label: table.get(str(label).strip().lower()) if label is not None else None
 
 
-def load_annotations(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str]) -> list[Annotation]:
+def load_annotations(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str],
+                     any_label: bool = False) -> list[Annotation]:
     """Boxes and classes from a GeoJSON (QuPath or plain) or COCO JSON file, in level-0 pixels.
+
+    A label that is not a taxonomy class (or an alias) is skipped with a warning, unless ``any_label``
+    keeps it as it is (``class_name`` is then the raw label, "" when there is none).
 
     Example:
         >>> anns = load_annotations("../shared/data/cytology/cric/7c09a4a52e0cb6ffc6a10044dd321123.geojson",
@@ -56,14 +60,14 @@ def load_annotations(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, st
     """
     path = Path(path)
     if path.suffix.lower() == ".xml":
-        return load_asap_xml(path, taxonomy, aliases)
+        return load_asap_xml(path, taxonomy, aliases, any_label)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ArtifactError(path, "annotation file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ArtifactError(path, "not valid JSON (expected GeoJSON or COCO)") from None
-    to_class = class_mapper(taxonomy, aliases)
+    to_class = _label_mapper(taxonomy, aliases, any_label)
     skipped: Counter[str] = Counter()
     out: list[Annotation] = []
     if isinstance(data, dict) and "annotations" in data and "categories" in data:
@@ -97,7 +101,8 @@ def load_annotations(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, st
     return out
 
 
-def load_asap_xml(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str]) -> list[Annotation]:
+def load_asap_xml(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str],
+                  any_label: bool = False) -> list[Annotation]:
     """Boxes from an ASAP XML file: each ``Annotation``'s coordinates' bounds, its class from ``PartOfGroup``.
 
     Example:
@@ -119,7 +124,7 @@ def load_asap_xml(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str])
         raise ArtifactError(path, "annotation file not found") from None
     except ET.ParseError as exc:
         raise ArtifactError(path, f"not valid XML ({exc})") from None
-    to_class = class_mapper(taxonomy, aliases)
+    to_class = _label_mapper(taxonomy, aliases, any_label)
     skipped: Counter[str] = Counter()
     out: list[Annotation] = []
     for i, ann in enumerate(root.iter("Annotation")):
@@ -140,6 +145,27 @@ def load_asap_xml(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str])
         raise ArtifactError(path, "no ASAP annotations found")
     _log_skipped(path, skipped)
     return out
+
+
+def _label_mapper(taxonomy: Taxonomy, aliases: dict[str, str], any_label: bool):
+    to_class = class_mapper(taxonomy, aliases)
+    return (lambda label: to_class(label) or str(label or "")) if any_label else to_class
+
+
+def load_regions(path: str | Path) -> list[tuple[float, float, float, float]]:
+    """Bounding boxes of every annotation in a GeoJSON, COCO or ASAP XML file, whatever its label:
+    for example the circles a reader drew around abnormal cells.
+
+    Example:
+        >>> import json, tempfile, os
+        >>> circle = {"type": "Feature", "properties": {},
+        ...           "geometry": {"type": "Polygon", "coordinates": [[[10, 10], [30, 10], [30, 40], [10, 40], [10, 10]]]}}
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = os.path.join(d, "circles.geojson"); _ = open(p, "w").write(json.dumps([circle]))
+        ...     load_regions(p)
+        [(10.0, 10.0, 30.0, 40.0)]
+    """
+    return [a.box for a in load_annotations(path, load_taxonomy(), {}, any_label=True)]
 
 
 def _log_skipped(path: Path, skipped: Counter) -> None:
