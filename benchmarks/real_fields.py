@@ -113,6 +113,35 @@ def tct_marked(model: Path, out: Path, taxonomy, thresholds) -> dict:
     return fields
 
 
+def score_fields(model: Path, out: Path) -> dict:
+    """CRIC nucleus hits, the CRIC mosaic call and the ``tct_marked`` ranking of ``model``, printed; the record."""
+    cfg = load_config()
+    taxonomy = load_taxonomy()
+    thresholds, _ = class_thresholds(taxonomy, cfg.report)
+    print(f"model: {model}\nreport thresholds: default {cfg.report.score_threshold} "
+          f"(per class: {cfg.report.class_score_thresholds or 'none'}); CRIC at {CRIC_MPP} um/px, TCT at {TCT_MPP} um/px")
+
+    c = cric(model, out, taxonomy, thresholds)
+    print("\nCRIC fields (8 fields, nucleus hits at the report thresholds):")
+    print(c["pooled"].table())
+    print("per field (abnormal found, NILM flagged):", json.dumps(c["per_field"]))
+
+    mosaic = cric_mosaic(model, out / "mosaic")
+    print(f"\nCRIC mosaic slide call: {mosaic['category']} (truth {mosaic['truth']})")
+
+    t = tct_marked(model, out, taxonomy, thresholds)
+    top = sum(bool(v["top_in_circle"]) for v in t.values())
+    outside = [v["counted_abnormal_outside"] for v in t.values()]
+    print(f"\ntct_marked: most suspicious detection inside a circle in {top}/{len(t)} fields; "
+          f"counted abnormal detections outside circles per field: {outside} (mean {np.mean(outside):.1f}); "
+          f"rank of the best detection in a circle per field: {[v['best_circle_rank'] for v in t.values()]}")
+    for name, v in t.items():
+        print(f"  {name}: top in circle {v['top_in_circle']}, top score {v['top_score']}, "
+              f"counted abnormal {v['counted_abnormal']} ({v['counted_abnormal_outside']} outside)")
+    return {"model": str(model), "cric": c["pooled"].to_dict(), "cric_per_field": c["per_field"],
+            "cric_mosaic": mosaic, "tct_marked": t, "tct_top_in_circle": f"{top}/{len(t)}"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="checkpoint (default: bundled starter model)")
@@ -125,33 +154,8 @@ def main() -> int:
         print(f"real fields not found at {DATA}", file=sys.stderr)
         return 2
     model = args.model or starter_model_path()
-    cfg = load_config()
-    taxonomy = load_taxonomy()
-    thresholds, _ = class_thresholds(taxonomy, cfg.report)
     started = time.perf_counter()
-    print(f"model: {model}\nreport thresholds: default {cfg.report.score_threshold} "
-          f"(per class: {cfg.report.class_score_thresholds or 'none'}); CRIC at {CRIC_MPP} um/px, TCT at {TCT_MPP} um/px")
-
-    c = cric(model, args.out, taxonomy, thresholds)
-    print("\nCRIC fields (8 fields, nucleus hits at the report thresholds):")
-    print(c["pooled"].table())
-    print("per field (abnormal found, NILM flagged):", json.dumps(c["per_field"]))
-
-    mosaic = cric_mosaic(model, args.out / "mosaic")
-    print(f"\nCRIC mosaic slide call: {mosaic['category']} (truth {mosaic['truth']})")
-
-    t = tct_marked(model, args.out, taxonomy, thresholds)
-    top = sum(bool(v["top_in_circle"]) for v in t.values())
-    outside = [v["counted_abnormal_outside"] for v in t.values()]
-    print(f"\ntct_marked: most suspicious detection inside a circle in {top}/{len(t)} fields; "
-          f"counted abnormal detections outside circles per field: {outside} (mean {np.mean(outside):.1f}); "
-          f"rank of the best detection in a circle per field: {[v['best_circle_rank'] for v in t.values()]}")
-    for name, v in t.items():
-        print(f"  {name}: top in circle {v['top_in_circle']}, top score {v['top_score']}, "
-              f"counted abnormal {v['counted_abnormal']} ({v['counted_abnormal_outside']} outside)")
-
-    record = {"model": str(model), "cric": c["pooled"].to_dict(), "cric_per_field": c["per_field"],
-              "cric_mosaic": mosaic, "tct_marked": t, "tct_top_in_circle": f"{top}/{len(t)}"}
+    record = score_fields(model, args.out)
     if args.demo:
         from wsi_pipeline.demo import run_demo  # noqa: PLC0415
 

@@ -321,12 +321,12 @@ def train_classifier(samples: Samples, target_mpp: float, out: Path, window_px: 
                         worker_init_fn=data.worker_init if workers else None, persistent_workers=workers > 0,
                         generator=torch.Generator().manual_seed(0))
     total, step, started = epochs * len(loader), 0, time.perf_counter()
+    warm = min(50, total // 10)
     log.info("%d windows %s, %d iterations", len(samples), samples.counts(), total)
     model.train()
     for epoch in range(epochs):
         losses = []
         for windows, labels in progress_bar(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch"):
-            warm = min(50, total // 10)
             factor = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
             for group in optimizer.param_groups:
                 group["lr"] = lr * factor
@@ -361,8 +361,10 @@ def development(data: Path, detector: Path, model: nn.Module, meta: SecondLookMe
     """AUC and per-image top-1 of the detector's top 10 proposals on the composited test split."""
     s = collect_samples(data, detector, proposals_per_image=10, include_truth=False, class_names=meta.class_names)
     dataset = CocoPatchDataset(data)
-    windows = np.concatenate([cut_windows(dataset.load_image(int(i)), c[None], meta.window_px)
-                              for i, c in zip(s.image_index, s.centres)])
+    windows = np.empty((len(s), meta.window_px, meta.window_px, 3), np.uint8)
+    for i in np.unique(s.image_index):  # each image decoded once, all its windows cut from it
+        at = s.image_index == i
+        windows[at] = cut_windows(dataset.load_image(int(i)), s.centres[at], meta.window_px)
     cls = classify_windows(model, windows).max(1)
     positive = s.labels >= 0
     out: dict = {"proposals": len(s), "cells": int(positive.sum())}

@@ -16,7 +16,6 @@ circle rises by at least 2 fields, or CRIC abnormal recall reaches 0.3 with NILM
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -29,10 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 import real_fields  # noqa: E402
-from wsi_pipeline.aggregate.summary import class_thresholds  # noqa: E402
-from wsi_pipeline.config import load_config  # noqa: E402
 from wsi_pipeline.models.bundled import starter_model_path  # noqa: E402
-from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
 
 TRAIN_WIDTH_FRACTION = 0.7  # configs/starter_data.yaml: the training part of lbc_field.jpg
 
@@ -65,19 +61,8 @@ def main() -> int:
     args = ap.parse_args()
     started = time.perf_counter()
     real_fields.DATA = normalised_copy(real_fields.DATA, args.out / "fields")
-    model = args.model or starter_model_path()
-    taxonomy = load_taxonomy()
-    thresholds, _ = class_thresholds(taxonomy, load_config().report)
-    print(f"model: {model}; fields Reinhard-normalised to lbc_field.jpg (left {TRAIN_WIDTH_FRACTION:.0%})")
-    cric = real_fields.cric(model, args.out, taxonomy, thresholds)
-    print(cric["pooled"].table())
-    print("per field (abnormal found, NILM flagged):", json.dumps(cric["per_field"]))
-    mosaic = real_fields.cric_mosaic(model, args.out / "mosaic")
-    print(f"CRIC mosaic slide call: {mosaic['category']} (truth {mosaic['truth']})")
-    tct = real_fields.tct_marked(model, args.out, taxonomy, thresholds)
-    print(f"tct_marked: top detection in a circle in {sum(bool(v['top_in_circle']) for v in tct.values())}/{len(tct)} "
-          f"fields; counted abnormal outside circles {[v['counted_abnormal_outside'] for v in tct.values()]}; "
-          f"rank of the best detection in a circle {[v['best_circle_rank'] for v in tct.values()]}")
+    print(f"fields Reinhard-normalised to lbc_field.jpg (left {TRAIN_WIDTH_FRACTION:.0%})")
+    real_fields.score_fields(args.model or starter_model_path(), args.out)
     print(f"{time.perf_counter() - started:.0f} s")
     return 0
 
