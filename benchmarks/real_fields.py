@@ -15,7 +15,7 @@ here trains or picks thresholds: the report thresholds of configs/default.yaml a
 
     python benchmarks/real_fields.py                          # bundled starter model
     python benchmarks/real_fields.py --model runs/starter/model.pt --json results/real_fields.json
-    python benchmarks/real_fields.py --model demo_model.pt --baseline-name "synthetic demo model"
+    python benchmarks/real_fields.py --model runs/my_lab/model.pt --demo --out results/real_fields_my_lab
 """
 
 from __future__ import annotations

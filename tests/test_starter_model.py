@@ -34,9 +34,9 @@ def test_starter_model_loads_with_its_card():
     assert out[0]["class_scores"].shape[1] == len(meta["taxonomy"])
 
 
-def test_starter_models_flat_spec_loads_as_fcos_params_with_the_same_predictions():
-    """The bundled checkpoint predates per-family params (its spec dict is flat): the normal loader
-    migrates it, and a model rebuilt from the migrated, nested spec predicts exactly the same."""
+def test_starter_models_spec_rebuilds_a_network_with_the_same_predictions():
+    """The bundled checkpoint's spec carries the FCOS params (head depth 2): a model rebuilt from the spec
+    alone predicts exactly the same (flat specs of older checkpoints: tests/test_spec.py)."""
     from wsi_pipeline.models.detector import DetectorSpec, build_detector
     from wsi_pipeline.models.fcos import FCOSParams
     from wsi_pipeline.models.losses import build_loss
