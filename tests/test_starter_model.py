@@ -61,6 +61,17 @@ def test_wsi_model_info_shows_the_bundled_model(capsys):
     assert wsi_main(["model", "info"]) == 0
     printed = capsys.readouterr().out
     assert "efficientnet_lite0" in printed and "0.5 um/px" in printed and "float16" in printed
+    meta = load_checkpoint(starter_model_path()).meta
+    training, card = meta["training"], meta["model_card"]
+    assert f"{training['epochs']} epochs, {training['iterations']:,} iterations" in printed
+    assert f"mAP50 {training['metrics']['map50']:.3f}" in printed
+    for name, value in card["validation"].items():  # every validation line in full, not cut off
+        assert f"  {name}: {value}\n" in printed
+
+    assert wsi_main(["model", "info", "--json"]) == 0
+    dumped = json.loads(capsys.readouterr().out)
+    assert dumped["training"]["config"]["model"]["backbone"] == "efficientnet_lite0"
+    assert dumped["model_card"] == card
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from .common import RESEARCH_NOTICE, HelpFormatter
 EPILOG = """examples:
   wsi model info                                   # the bundled starter model
   wsi model info runs/starter/model.pt
+  wsi model info --json > starter_meta.json        # everything: training config, metrics, card
   wsi model export runs/starter/model.pt my_model.pt --card docs/card.json   # fp16, no training state
 
 """ + RESEARCH_NOTICE
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     i = inner.add_parser("info", help="architecture, classes, resolution and training of a checkpoint",
                          formatter_class=HelpFormatter, epilog=EPILOG)
     i.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint (default: the bundled starter model)")
+    i.add_argument("--json", action="store_true", help="print the checkpoint's whole metadata as JSON")
     i.set_defaults(func=run_info)
     e = inner.add_parser("export", help="deployable copy: fp16 weights, no optimizer state",
                          formatter_class=HelpFormatter, epilog=EPILOG)
@@ -40,19 +42,49 @@ def run_info(args: argparse.Namespace) -> int:
 
     path = args.checkpoint or starter_model_path()
     meta = read_checkpoint_file(path)["meta"]
+    if args.json:
+        print(json.dumps(meta, indent=1, default=str))
+        return 0
     arch = meta["architecture"]
     print(f"checkpoint: {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {file_sha256(path)[:12]})")
     print(f"detector:   {arch['detector']} on {arch['backbone']}, {arch['image_size']} px patches at "
           f"{meta['target_mpp']} um/px, weights {meta.get('weights_dtype', 'float32')}")
     print(f"classes:    {', '.join(meta['taxonomy'])}")
     print(f"loss:       {meta['loss']['name']}")
-    training = meta.get("training") or {}
-    if training:
-        print(f"training:   {json.dumps({k: training[k] for k in sorted(training) if k != 'metrics'})[:400]}")
-    card = meta.get("model_card")
-    if card:
-        print(f"model card: {json.dumps(card)[:600]}")
+    for line in _training_lines(meta.get("training") or {}):
+        print(line)
+    for line in _card_lines(meta.get("model_card") or {}):
+        print(line)
+    print("metadata:   wsi model info --json" + (f" {path}" if args.checkpoint else ""))
     return 0
+
+
+def _training_lines(training: dict) -> list[str]:
+    """Epochs, iterations, data and the last validation mAP, instead of the whole training config."""
+    if not training:
+        return []
+    def count(key: str) -> str:
+        value = training.get(key, "?")
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
+    lines = [f"training:   {count('epochs')} epochs, {count('iterations')} iterations on {count('num_images')} patches "
+             f"({training.get('dataset', '?')})"]
+    metrics = training.get("metrics") or {}
+    if "map50_95" in metrics and "map50" in metrics:
+        val_data = (training.get("config") or {}).get("val_data") or "validation set"
+        lines.append(f"            last validation ({val_data}): mAP {metrics['map50_95']:.3f}, mAP50 {metrics['map50']:.3f}")
+    return lines
+
+
+def _card_lines(card: dict) -> list[str]:
+    """The model card's name, intended use and one line per validation entry."""
+    if not card:
+        return []
+    lines = [f"model card: {card.get('name', '(unnamed)')}"]
+    lines += [f"            {card[key]}" for key in ("intended_use", "model_card") if card.get(key)]
+    for name, value in (card.get("validation") or {}).items():
+        lines.append(f"  {name}: {value}")
+    return lines
 
 
 def run_export(args: argparse.Namespace) -> int:
