@@ -4,6 +4,9 @@
 #   2. benchmarks/gpu_inference.py (RetinaNet/FCOS ResNet-50 at 512 px, fp32 vs mixed precision),
 #   3. benchmarks/train_speed.py: ms per training iteration of the starter network per precision and
 #      memory format, and the data loader's images/s (on the long-tail training set),
+#   0. with END_TO_END=1 first: benchmarks/end_to_end.py, `wsi-run` by stage on an END_TO_END_SIZE (60000) px
+#      slide of real TCT cells with the bundled starter model, all cores for tiling (minutes: run it alone,
+#      e.g. END_TO_END=1 GPU_RUN_SKIP_TESTS=1 GPU_RUN_SKIP_INFERENCE=1 GPU_RUN_SKIP_TRAIN_SPEED=1 LONGTAIL=0),
 #   4. benchmarks/longtail.py --preset gpu: LONGTAIL_JOBS runs at once (default 7), timed together
 #      first, then as many epochs as fit LONGTAIL_MINUTES (default 5) for all losses and seeds
 #      (LONGTAIL_LOSSES to restrict). Stopped at LONGTAIL_TIMEOUT seconds, it tables the runs finished.
@@ -28,6 +31,12 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
 nproc | sed 's/^/cpu cores /' | tee -a "$out/gpu.txt"
+
+if [ "${END_TO_END:-0}" = 1 ]; then
+  echo "== wsi-run end to end"
+  timeout "${END_TO_END_TIMEOUT:-540}" python3 benchmarks/end_to_end.py --size "${END_TO_END_SIZE:-60000}" --device cuda \
+    --cache "$(mktemp -d)" --json "$out/end_to_end.json" 2>&1 | grep --line-buffered -v " INFO " | tee "$out/end_to_end.log"
+fi
 
 if [ "${GPU_RUN_SKIP_TESTS:-0}" != 1 ]; then
   echo "== CUDA tests"

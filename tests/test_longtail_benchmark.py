@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,16 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
+from benchmark_helpers import load_benchmark
 
-ROOT = Path(__file__).parents[1]
 PATCH = 64  # conftest make_dataset patches
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("longtail_bench", ROOT / "benchmarks" / "longtail.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_config(tmp_path: Path) -> Path:
@@ -34,7 +26,7 @@ def tiny_config(tmp_path: Path) -> Path:
 
 
 def test_tiny_run_is_inconclusive_and_prints_no_ratios(make_dataset, tmp_path, monkeypatch, capsys):
-    bench = load_benchmark()
+    bench = load_benchmark("longtail")
     train_data, test_data = make_dataset(tmp_path / "train", n_images=4), make_dataset(tmp_path / "test", n_images=3, seed=1)
     monkeypatch.setitem(bench.PRESETS, "cpu", {**bench.PRESETS["cpu"], "config": str(tiny_config(tmp_path))})
     out = tmp_path / "bench"
@@ -54,7 +46,7 @@ def test_tiny_run_is_inconclusive_and_prints_no_ratios(make_dataset, tmp_path, m
 def test_jobs_train_runs_in_parallel_processes_like_one_process(make_dataset, tmp_path, capsys):
     """--jobs 2 trains each run in its own process (same result as in-process: same seed, same batches),
     --time-iters times the jobs together, and --summary-only tables the seeds every loss finished."""
-    bench = load_benchmark()
+    bench = load_benchmark("longtail")
     train_data, test_data = make_dataset(tmp_path / "train", n_images=4), make_dataset(tmp_path / "test", n_images=3, seed=1)
     common = ["--config", str(tiny_config(tmp_path)), "--data", str(train_data), "--test-data", str(test_data),
               "--no-progress", "--threads", "1"]
@@ -84,7 +76,7 @@ def test_jobs_train_runs_in_parallel_processes_like_one_process(make_dataset, tm
 
 
 def test_recipe_and_unknown_loss(tmp_path):
-    bench = load_benchmark()
+    bench = load_benchmark("longtail")
     over = bench.run_overrides("efl_official", {"seed": 3}, batch_size=32)
     assert over["loss"]["name"] == "efl" and over["model"]["prior_prob"] == 0.001 and over["seed"] == 3
     assert over["schedule"]["lr"] == 0.04 and over["schedule"]["decay_bias_and_norm"] is True
@@ -94,7 +86,7 @@ def test_recipe_and_unknown_loss(tmp_path):
 
 
 def test_paired_bootstrap_interval_covers_the_mean_and_needs_two_seeds():
-    bench = load_benchmark()
+    bench = load_benchmark("longtail")
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.3, size=5)
     records = [{"loss": "bce", "seed": s, "rare_map": float(base[s])} for s in range(5)]
@@ -106,7 +98,7 @@ def test_paired_bootstrap_interval_covers_the_mean_and_needs_two_seeds():
 
 
 def test_statistics_moved_reads_beta_of_rare_classes():
-    bench = load_benchmark()
+    bench = load_benchmark("longtail")
     names = ["A", "B", "C"]
     assert bench.statistics_moved({}, names, ["C"]) == (None, None)
     assert bench.statistics_moved({"pos_neg": [1.0, 1.0, 1.0]}, names, ["C"]) == (False, 1.0)
@@ -114,7 +106,7 @@ def test_statistics_moved_reads_beta_of_rare_classes():
 
 
 def test_strong_focal_baseline_decides_and_reports_deltas():
-    bench = load_benchmark()
+    bench = load_benchmark("longtail")
     rs = []
     for s in range(3):
         for loss, value in (("bce", 0.30), ("focal", 0.32), ("eqlv2", 0.36)):
@@ -129,7 +121,7 @@ def test_strong_focal_baseline_decides_and_reports_deltas():
 
 
 def test_strong_focal_baseline_decides():
-    bench = load_benchmark()
+    bench = load_benchmark("longtail")
     focal = {"map": (0.35, 0.01), "per_class_ap50": {"HSIL": (0.4, 0.0), "SCC": (0.0, 0.0)}}
     assert bench.inconclusive_reason({"focal": focal}, ["HSIL"]) is None
     assert "SCC" in bench.inconclusive_reason({"focal": focal}, ["HSIL", "SCC"])

@@ -5,15 +5,12 @@ keep the benchmark that measured it correct."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from benchmark_helpers import load_benchmark
 from inference_helpers import make_store
 from wsi_pipeline.errors import ArtifactError
 from wsi_pipeline.models.checkpoint import save_checkpoint
@@ -23,18 +20,7 @@ from wsi_pipeline.store.detections import Detections
 from wsi_pipeline.taxonomy import load_taxonomy
 
 TAX = load_taxonomy().names
-ROOT = Path(__file__).parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("second_look_bench", ROOT / "benchmarks" / "second_look.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-sl = _load()
+sl = load_benchmark("second_look")
 
 
 def test_windows_are_centred_and_mirrored_at_the_border():

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from benchmark_helpers import load_benchmark
 
 ROOT = Path(__file__).parents[1]
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("train_speed_bench", ROOT / "benchmarks" / "train_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_variants_and_loader_are_timed(make_dataset, tmp_path, capsys):
-    bench = load_benchmark()
+    bench = load_benchmark("train_speed")
     data = make_dataset(tmp_path / "train", n_images=4)
     out = tmp_path / "speed.json"
     assert bench.main(["--config", str(ROOT / "configs" / "longtail.yaml"), "--device", "cpu", "--batch", "2",
@@ -33,7 +27,7 @@ def test_variants_and_loader_are_timed(make_dataset, tmp_path, capsys):
 
 
 def test_random_batch_has_boxes_inside_the_image():
-    bench = load_benchmark()
+    bench = load_benchmark("train_speed")
     import torch
 
     images, targets = bench.random_batch(4, 128, 10, torch.device("cpu"))

@@ -1,0 +1,139 @@
+"""`wsi-run` end to end, by stage, on one large slide of real TCT cells (the real-cells issue's speed check).
+
+Builds once (cached) a JPEG pyramidal slide of SIZE x SIZE px at 0.5 um/px from mirrored copies of the
+real field ``../shared/data/cytology/lbc_field.jpg``, resampled from its estimated 0.27 um/px so its cells
+keep their physical size, then runs ``wsi-run`` on it with the bundled starter model (or ``--model``) and
+prints the stage times that the slide's ``report.json`` records (tiling, detection, report), the patch
+count, patches/s and the wall time of the whole command. Cells fill the whole slide, so the tissue mask
+keeps almost every patch: a worst case for patch count (a real slide keeps ~60%).
+
+    python benchmarks/end_to_end.py --size 60000 --device cuda     # the GPU machine, all cores (~10 min)
+    python benchmarks/end_to_end.py --size 4096 --device cpu       # a quick check on any machine
+
+Run it alone: the tiling stage uses every core (``--workers``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from wsi_pipeline.io.tiffwriter import write_pyramidal_tiff  # noqa: E402
+
+FIELD = ROOT.parent / "shared" / "data" / "cytology" / "lbc_field.jpg"
+FIELD_MPP = 0.27  # estimated (docs/model_card.md)
+SLIDE_MPP = 0.5
+
+
+@dataclass
+class StageTimes:
+    slide_px: int
+    patches: int
+    tiling_s: float
+    detection_s: float
+    report_s: float
+    wall_s: float
+    device: str
+    precision: str
+    batch_size: int
+
+    @property
+    def patches_per_s(self) -> float:
+        return self.patches / self.detection_s if self.detection_s else float("nan")
+
+
+def field_tile_source(field_rgb: np.ndarray, field_mpp: float = FIELD_MPP, slide_mpp: float = SLIDE_MPP):
+    """``read_tile(x, y, w, h)`` over an endless mirrored tiling of ``field_rgb`` resampled to ``slide_mpp``.
+
+    Example:
+        >>> read = field_tile_source(np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3), 1.0, 1.0)
+        >>> tile = read(0, 0, 12, 8)
+        >>> tile.shape, bool((tile[:, 6:] == tile[:, 5::-1]).all()), bool((tile[4:] == tile[3::-1]).all())
+        ((8, 12, 3), True, True)
+    """
+    scale = field_mpp / slide_mpp
+    field = field_rgb if scale == 1 else cv2.resize(field_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    fh, fw = field.shape[:2]
+    period = np.concatenate([np.concatenate([field, field[:, ::-1]], 1), np.concatenate([field[::-1], field[::-1, ::-1]], 1)], 0)
+
+    def read_tile(x: int, y: int, w: int, h: int) -> np.ndarray:
+        ys = np.arange(y, y + h) % (2 * fh)
+        xs = np.arange(x, x + w) % (2 * fw)
+        return period[ys][:, xs]
+
+    return read_tile
+
+
+def make_slide(size: int, cache: Path) -> Path:
+    """The cached SIZE x SIZE slide at 0.5 um/px (built once; minutes for 60,000 px)."""
+    path = cache / f"tct_field_{size}.svs"
+    if path.exists():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    field = cv2.cvtColor(cv2.imread(str(FIELD), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    started = time.perf_counter()
+    write_pyramidal_tiff(path, size, size, field_tile_source(field), mpp=SLIDE_MPP, tile_size=512, quality=85)
+    print(f"built {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+def stage_times(report_json: Path, slide_px: int, wall_s: float) -> StageTimes:
+    """Stage times, patch count and inference settings from a slide's report.json."""
+    report = json.loads(report_json.read_text())
+    timings, inference = report["timings"], report["inference"]
+    return StageTimes(slide_px=slide_px, patches=int(report["tiling"]["n_patches"]), tiling_s=timings["tiling_s"],
+                      detection_s=timings["detection_s"], report_s=timings["report_s"], wall_s=round(wall_s, 1),
+                      device=inference["device"], precision=inference["precision"], batch_size=inference["batch_size"])
+
+
+def run_pipeline(slide: Path, out: Path, device: str, workers: int, model: Path | None) -> StageTimes:
+    """``wsi-run`` as a user runs it (a fresh process, --force), timed from outside."""
+    command = [sys.executable, "-m", "wsi_pipeline.cli.run", str(slide), "--out", str(out), "--device", device,
+               "--workers", str(workers), "--force", "--no-progress"]
+    if model is not None:
+        command += ["--model", str(model)]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    size = int(slide.stem.rsplit("_", 1)[1])
+    return stage_times(out / slide.stem / "report.json", size, wall)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=60000, help="slide width = height in px at 0.5 um/px")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tiling workers (default: all cores)")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint (default: the bundled starter model)")
+    p.add_argument("--cache", type=Path, default=Path("/tmp/wsi_end_to_end"), help="where the slide and outputs go")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = p.parse_args(argv)
+
+    slide = make_slide(args.size, args.cache)
+    times = run_pipeline(slide, args.cache / "out", args.device, args.workers, args.model)
+    mm = args.size * SLIDE_MPP / 1000
+    print(f"\n`wsi-run` on a {args.size:,} x {args.size:,} px slide ({mm:.0f} x {mm:.0f} mm at {SLIDE_MPP} um/px), "
+          f"{times.patches:,} patches, {args.workers} tiling workers, {times.device} {times.precision} batch {times.batch_size}:")
+    print(f"  tiling     {times.tiling_s:8.1f} s  ({times.patches / times.tiling_s:,.0f} patches/s)")
+    print(f"  detection  {times.detection_s:8.1f} s  ({times.patches_per_s:,.1f} patches/s)")
+    print(f"  report     {times.report_s:8.1f} s")
+    print(f"  wall       {times.wall_s:8.1f} s  (the whole command, start-up included)")
+    if args.json:
+        args.json.write_text(json.dumps(asdict(times), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
