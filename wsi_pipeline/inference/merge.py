@@ -109,9 +109,9 @@ def merge_overlaps(
                 for dy in (-1, 0, 1)
             ]
         )
-        local_keep = context[_merge_local(*(t[torch.from_numpy(context)] for t in tensors),
-                                          iou_threshold, ios_threshold)]
-        kept.append(local_keep[key[local_keep] == block])
+        centre = torch.from_numpy(key[context] == block)  # the context only informs these boxes' fate
+        kept.append(context[_merge_local(*(t[torch.from_numpy(context)] for t in tensors), centre,
+                                         iou_threshold, ios_threshold)])
     return np.sort(np.concatenate(kept))
 
 
@@ -121,25 +121,32 @@ def _merge_local(
     labels: torch.Tensor,
     truncated: torch.Tensor,
     patch_index: torch.Tensor,
+    centre: torch.Tensor,
     iou_threshold: float,
     ios_threshold: float,
 ) -> np.ndarray:
-    """Positions (into the given boxes) that survive IoU NMS and the cut-cell rule."""
+    """Positions (into the given boxes) of the ``centre`` boxes that survive IoU NMS and the cut-cell rule.
+
+    NMS runs over every given box (a neighbour may suppress a centre box), but the cut-cell test is a
+    (truncated centre boxes) x (kept boxes) comparison: the other rows' answers would be thrown away.
+    """
     area = box_area(boxes)
     # whole boxes first, by score; then truncated boxes, the most complete (largest) view first
     rank = torch.where(truncated, area / area.max().clamp(min=1e-6), _WHOLE_BONUS + scores)
     keep = batched_nms(boxes, rank, labels, iou_threshold)  # sorted by rank, best first
-    kb = boxes[keep]
-    top_left = torch.maximum(kb[:, None, :2], kb[None, :, :2])
-    bottom_right = torch.minimum(kb[:, None, 2:], kb[None, :, 2:])
+    rows = torch.nonzero(truncated[keep] & centre[keep]).flatten()  # positions in keep
+    kb, rb = boxes[keep], boxes[keep[rows]]
+    top_left = torch.maximum(rb[:, None, :2], kb[None, :, :2])
+    bottom_right = torch.minimum(rb[:, None, 2:], kb[None, :, 2:])
     inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)
-    ios = inter / area[keep].clamp(min=1e-6)[:, None]  # row i: share of box i inside box j
-    better = torch.ones_like(inter, dtype=torch.bool).tril(diagonal=-1)  # j ranked above i
+    ios = inter / area[keep[rows]].clamp(min=1e-6)[:, None]  # row i: share of box i inside box j
+    better = torch.arange(len(keep))[None, :] < rows[:, None]  # j ranked above i
     partner = (
         better
-        & (labels[keep][:, None] == labels[keep][None, :])
-        & (patch_index[keep][:, None] != patch_index[keep][None, :])
+        & (labels[keep[rows]][:, None] == labels[keep][None, :])
+        & (patch_index[keep[rows]][:, None] != patch_index[keep][None, :])
         & (ios >= ios_threshold)
     )
-    cut_inside_better = truncated[keep] & partner.any(dim=1)
-    return keep[~cut_inside_better].numpy()
+    cut_inside_better = torch.zeros(len(keep), dtype=torch.bool)
+    cut_inside_better[rows[partner.any(dim=1)]] = True
+    return keep[centre[keep] & ~cut_inside_better].numpy()
