@@ -6,10 +6,11 @@ keep their physical size, then runs ``wsi-run`` on it with the bundled starter m
 prints the stage times that the slide's ``report.json`` records (tiling, detection, report), the patch
 count, patches/s and the wall time of the whole command. Baseline, measured in the same run: the detector
 alone on patches already in memory, on the same device with the run's precision and batch size. The
-ratio says how close the detection stage (store reading, merging, writing) comes to the model's own rate. Cells fill the whole slide, so the tissue mask
-keeps almost every patch: a worst case for patch count (a real slide keeps ~60%).
+ratio says how close the detection stage (store reading, merging, writing) comes to the model's own
+rate. Cells fill the whole slide, so the tissue mask keeps almost every patch: a worst case for patch
+count (a real slide keeps ~60%).
 
-    python benchmarks/end_to_end.py --size 60000 --device cuda     # the GPU machine, all cores (~10 min)
+    python benchmarks/end_to_end.py --size 60000 --device cuda     # the GPU machine, all cores (minutes)
     python benchmarks/end_to_end.py --size 4096 --device cpu       # a quick check on any machine
 
 Run it alone: the tiling stage uses every core (``--workers``).
@@ -23,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wsi_pipeline.inference.device import plan_device  # noqa: E402
-from wsi_pipeline.io.tiffwriter import write_pyramidal_tiff  # noqa: E402
+from wsi_pipeline.io.tiffwriter import mirrored_tiling, write_pyramidal_tiff  # noqa: E402
 from wsi_pipeline.models.bundled import starter_model_path  # noqa: E402
 from wsi_pipeline.models.checkpoint import load_checkpoint  # noqa: E402
 
@@ -55,38 +57,23 @@ class StageTimes:
     device: str
     precision: str
     batch_size: int
+    score_threshold: float
 
     @property
     def patches_per_s(self) -> float:
         return self.patches / self.detection_s if self.detection_s else float("nan")
 
 
-def field_tile_source(field_rgb: np.ndarray, field_mpp: float = FIELD_MPP, slide_mpp: float = SLIDE_MPP):
-    """``read_tile(x, y, w, h)`` over an endless mirrored tiling of ``field_rgb`` resampled to ``slide_mpp``.
-
-    Example:
-        >>> read = field_tile_source(np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3), 1.0, 1.0)
-        >>> tile = read(0, 0, 12, 8)
-        >>> tile.shape, bool((tile[:, 6:] == tile[:, 5::-1]).all()), bool((tile[4:] == tile[3::-1]).all())
-        ((8, 12, 3), True, True)
-    """
-    scale = field_mpp / slide_mpp
-    field = field_rgb if scale == 1 else cv2.resize(field_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    fh, fw = field.shape[:2]
-    period = np.concatenate([np.concatenate([field, field[:, ::-1]], 1), np.concatenate([field[::-1], field[::-1, ::-1]], 1)], 0)
-
-    def read_tile(x: int, y: int, w: int, h: int) -> np.ndarray:
-        ys = np.arange(y, y + h) % (2 * fh)
-        xs = np.arange(x, x + w) % (2 * fw)
-        return period[ys][:, xs]
-
-    return read_tile
+def resampled_field() -> np.ndarray:
+    """The real field, RGB, resampled from its estimated pixel size to the slide's."""
+    field = cv2.cvtColor(cv2.imread(str(FIELD), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    scale = FIELD_MPP / SLIDE_MPP
+    return cv2.resize(field, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
 
 
 def field_patches(n: int, size: int = 256, seed: int = 0) -> torch.Tensor:
-    """``n`` uint8 patches ``(n, size, size, 3)`` from random places of the resampled real field."""
-    field = cv2.cvtColor(cv2.imread(str(FIELD), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    read = field_tile_source(field)
+    """``n`` uint8 patches ``(n, size, size, 3)`` from random places of the mirrored, resampled real field."""
+    read = mirrored_tiling(resampled_field())
     rng = np.random.default_rng(seed)
     return torch.from_numpy(np.stack([read(int(x), int(y), size, size) for x, y in rng.integers(0, 4000, (n, 2))]))
 
@@ -119,9 +106,8 @@ def make_slide(size: int, cache: Path) -> Path:
     if path.exists():
         return path
     cache.mkdir(parents=True, exist_ok=True)
-    field = cv2.cvtColor(cv2.imread(str(FIELD), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     started = time.perf_counter()
-    write_pyramidal_tiff(path, size, size, field_tile_source(field), mpp=SLIDE_MPP, tile_size=512, quality=85)
+    write_pyramidal_tiff(path, size, size, mirrored_tiling(resampled_field()), mpp=SLIDE_MPP, tile_size=512, quality=85)
     print(f"built {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s", flush=True)
     return path
 
@@ -132,10 +118,11 @@ def stage_times(report_json: Path, slide_px: int, wall_s: float) -> StageTimes:
     timings, inference = report["timings"], report["inference"]
     return StageTimes(slide_px=slide_px, patches=int(report["tiling"]["n_patches"]), tiling_s=timings["tiling_s"],
                       detection_s=timings["detection_s"], report_s=timings["report_s"], wall_s=round(wall_s, 1),
-                      device=inference["device"], precision=inference["precision"], batch_size=inference["batch_size"])
+                      device=inference["device"], precision=inference["precision"], batch_size=inference["batch_size"],
+                      score_threshold=inference["score_threshold"])
 
 
-def run_pipeline(slide: Path, out: Path, device: str, workers: int, model: Path | None) -> StageTimes:
+def run_pipeline(slide: Path, slide_px: int, out: Path, device: str, workers: int, model: Path | None) -> StageTimes:
     """``wsi-run`` as a user runs it (a fresh process), timed from outside. The slide's earlier output is
     deleted first: wsi-run would otherwise reuse its finished patch store and detections."""
     shutil.rmtree(out / slide.stem, ignore_errors=True)
@@ -145,9 +132,7 @@ def run_pipeline(slide: Path, out: Path, device: str, workers: int, model: Path 
         command += ["--model", str(model)]
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
-    wall = time.perf_counter() - started
-    size = int(slide.stem.rsplit("_", 1)[1])
-    return stage_times(out / slide.stem / "report.json", size, wall)
+    return stage_times(out / slide.stem / "report.json", slide_px, time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,18 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tiling workers (default: all cores)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint (default: the bundled starter model)")
-    p.add_argument("--cache", type=Path, default=Path("/tmp/wsi_end_to_end"), help="where the slide and outputs go")
+    p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "wsi_end_to_end",
+                   help="where the slide and outputs go (default: wsi_end_to_end in the system's temporary folder)")
     p.add_argument("--baseline-patches", type=int, default=0,
                    help="patches for the model-alone baseline (default: 16 batches on a GPU, 64 patches on the CPU)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = p.parse_args(argv)
 
     slide = make_slide(args.size, args.cache)
-    times = run_pipeline(slide, args.cache / "out", args.device, args.workers, args.model)
+    times = run_pipeline(slide, args.size, args.cache / "out", args.device, args.workers, args.model)
     n_baseline = args.baseline_patches or (16 * times.batch_size if times.device == "cuda" else 64)
-    report = json.loads((args.cache / "out" / slide.stem / "report.json").read_text())
     alone = model_alone_rate(args.model, times.device, times.precision, times.batch_size, field_patches(n_baseline),
-                             report["inference"]["score_threshold"])
+                             times.score_threshold)
     mm = args.size * SLIDE_MPP / 1000
     print(f"\n`wsi-run` on a {args.size:,} x {args.size:,} px slide ({mm:.0f} x {mm:.0f} mm at {SLIDE_MPP} um/px), "
           f"{times.patches:,} patches, {args.workers} tiling workers, {times.device} {times.precision} batch {times.batch_size}:")

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU checks in one run (what was run on one H200 for the README's GPU numbers):
+#   0. with END_TO_END=1 first: benchmarks/end_to_end.py, `wsi-run` by stage on an END_TO_END_SIZE (60000) px
+#      slide of real TCT cells with the bundled starter model, all cores for tiling (minutes: run it alone,
+#      e.g. END_TO_END=1 GPU_RUN_SKIP_TESTS=1 GPU_RUN_SKIP_INFERENCE=1 GPU_RUN_SKIP_TRAIN_SPEED=1 LONGTAIL=0),
 #   1. the CUDA tests (mixed-precision detection and training),
 #   2. benchmarks/gpu_inference.py (RetinaNet/FCOS ResNet-50 at 512 px, fp32 vs mixed precision),
 #   3. benchmarks/train_speed.py: ms per training iteration of the starter network per precision and
 #      memory format, and the data loader's images/s (on the long-tail training set),
-#   0. with END_TO_END=1 first: benchmarks/end_to_end.py, `wsi-run` by stage on an END_TO_END_SIZE (60000) px
-#      slide of real TCT cells with the bundled starter model, all cores for tiling (minutes: run it alone,
-#      e.g. END_TO_END=1 GPU_RUN_SKIP_TESTS=1 GPU_RUN_SKIP_INFERENCE=1 GPU_RUN_SKIP_TRAIN_SPEED=1 LONGTAIL=0),
 #   4. benchmarks/longtail.py --preset gpu: LONGTAIL_JOBS runs at once (default 7), timed together
 #      first, then as many epochs as fit LONGTAIL_MINUTES (default 5) for all losses and seeds
 #      (LONGTAIL_LOSSES to restrict). Stopped at LONGTAIL_TIMEOUT seconds, it tables the runs finished.

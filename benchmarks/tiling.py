@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wsi_pipeline.io import open_slide  # noqa: E402
-from wsi_pipeline.io.tiffwriter import write_pyramidal_tiff  # noqa: E402
+from wsi_pipeline.io.tiffwriter import mirrored_tiling, write_pyramidal_tiff  # noqa: E402
 from wsi_pipeline.store.patches import PatchStore  # noqa: E402
 from wsi_pipeline.tiling.worker import ReadPlan, read_patch  # noqa: E402
 
@@ -48,17 +48,9 @@ def make_slide(size: int, cache: Path) -> Path:
         return path
     cache.mkdir(parents=True, exist_ok=True)
     field = cv2.cvtColor(cv2.imread(str(ROOT.parent / "shared/data/cytology/lbc_field.jpg")), cv2.COLOR_BGR2RGB)
-    fh, fw = field.shape[:2]
-    # mirrored copies so the content is continuous and every tile holds real cells
-    big = np.concatenate([np.concatenate([field, field[:, ::-1]], 1), np.concatenate([field[::-1], field[::-1, ::-1]], 1)], 0)
-
-    def read_tile(x: int, y: int, w: int, h: int) -> np.ndarray:
-        ys = (np.arange(y, y + h) % (2 * fh))
-        xs = (np.arange(x, x + w) % (2 * fw))
-        return big[ys][:, xs]
-
     t = time.perf_counter()
-    write_pyramidal_tiff(path, size, size, read_tile, mpp=0.25, tile_size=512, quality=85)
+    # mirrored copies so the content is continuous and every tile holds real cells
+    write_pyramidal_tiff(path, size, size, mirrored_tiling(field), mpp=0.25, tile_size=512, quality=85)
     print(f"generated {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s")
     return path
 

@@ -10,20 +10,28 @@ import pytest
 
 from benchmark_helpers import load_benchmark
 from wsi_pipeline.io import open_slide
+from wsi_pipeline.io.tiffwriter import mirrored_tiling
 
 e2e = load_benchmark("end_to_end")
 
 
-def test_tile_source_mirrors_the_resampled_field_without_seams():
-    field = np.random.default_rng(0).integers(0, 255, (60, 100, 3), dtype=np.uint8)
-    read = e2e.field_tile_source(field, field_mpp=0.25, slide_mpp=0.5)  # half size: 30 x 50
+def test_mirrored_tiling_has_no_seams():
+    field = np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    read = mirrored_tiling(field)
     tile = read(0, 0, 230, 130)
     assert tile.shape == (130, 230, 3)
-    small = tile[:30, :50]
-    assert np.array_equal(small, cv2.resize(field, (50, 30), interpolation=cv2.INTER_AREA))
-    assert np.array_equal(tile[:30, 50:100], small[:, ::-1]) and np.array_equal(tile[30:60, :50], small[::-1])
-    assert np.array_equal(tile[:30, 100:150], small)  # the period is two mirrored copies
+    assert np.array_equal(tile[:30, :50], field)
+    assert np.array_equal(tile[:30, 50:100], field[:, ::-1]) and np.array_equal(tile[30:60, :50], field[::-1])
+    assert np.array_equal(tile[:30, 100:150], field)  # the period is two mirrored copies
     assert np.array_equal(read(37, 11, 20, 20), tile[11:31, 37:57])  # any window reads the same pixels
+
+
+def test_the_field_is_resampled_to_the_slides_pixel_size(cytology_dir):
+    original = cv2.imread(str(cytology_dir / "lbc_field.jpg"))
+    field = e2e.resampled_field()
+    scale = e2e.FIELD_MPP / e2e.SLIDE_MPP
+    assert field.shape == (round(original.shape[0] * scale), round(original.shape[1] * scale), 3)
+    assert e2e.field_patches(3).shape == (3, 256, 256, 3)
 
 
 @pytest.mark.slow

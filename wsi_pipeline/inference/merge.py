@@ -135,16 +135,17 @@ def _merge_local(
     rank = torch.where(truncated, area / area.max().clamp(min=1e-6), _WHOLE_BONUS + scores)
     keep = batched_nms(boxes, rank, labels, iou_threshold)  # sorted by rank, best first
     rows = torch.nonzero(truncated[keep] & centre[keep]).flatten()  # positions in keep
-    kb, rb = boxes[keep], boxes[keep[rows]]
+    cut = keep[rows]  # the boxes the test decides, each against every kept box
+    kb, rb = boxes[keep], boxes[cut]
     top_left = torch.maximum(rb[:, None, :2], kb[None, :, :2])
     bottom_right = torch.minimum(rb[:, None, 2:], kb[None, :, 2:])
     inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)
-    ios = inter / area[keep[rows]].clamp(min=1e-6)[:, None]  # row i: share of box i inside box j
+    ios = inter / area[cut].clamp(min=1e-6)[:, None]  # row i: share of box i inside box j
     better = torch.arange(len(keep))[None, :] < rows[:, None]  # j ranked above i
     partner = (
         better
-        & (labels[keep[rows]][:, None] == labels[keep][None, :])
-        & (patch_index[keep[rows]][:, None] != patch_index[keep][None, :])
+        & (labels[cut][:, None] == labels[keep][None, :])
+        & (patch_index[cut][:, None] != patch_index[keep][None, :])
         & (ios >= ios_threshold)
     )
     cut_inside_better = torch.zeros(len(keep), dtype=torch.bool)
