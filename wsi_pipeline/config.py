@@ -346,6 +346,10 @@ class AugmentConfig:
     blur_prob: float = 0.1
     jpeg_prob: float = 0.2
     jpeg_quality_min: int = 60
+    # stain and illumination variation beyond hue jitter, for models meant to work on other labs' slides:
+    stain_prob: float = 0.0  # albumentations HEStain: haematoxylin/eosin-like stain vectors and intensities
+    illuminant_prob: float = 0.0  # albumentations PlanckianJitter: the lamp's colour temperature
+    grayscale_prob: float = 0.0  # whole patch to grey, so that shape must carry the class
 
 
 @dataclass
@@ -450,6 +454,9 @@ def _check_train(cfg: TrainConfig, source: str) -> None:
         (s.lr_schedule in ("cosine", "step", "constant"), "schedule.lr_schedule must be cosine, step or constant"),
         (0 <= cfg.augment.jpeg_quality_min <= 100, "augment.jpeg_quality_min must be 0-100"),
         (0 <= cfg.augment.scale < 1, "augment.scale must be in [0, 1)"),
+        (all(0 <= p <= 1 for p in (cfg.augment.blur_prob, cfg.augment.jpeg_prob, cfg.augment.stain_prob,
+                                   cfg.augment.illuminant_prob, cfg.augment.grayscale_prob)),
+         "augment.blur_prob, jpeg_prob, stain_prob, illuminant_prob and grayscale_prob must be in [0, 1]"),
     ]
     for ok, message in checks:
         if not ok:

@@ -103,7 +103,8 @@ def build_augmentation(cfg: AugmentConfig):
 
     Orientation is meaningless on a slide, so flips and 90-degree rotations are free; stain
     variation between labs is mimicked by hue/saturation and brightness/contrast jitter; focus
-    and scanner compression by blur and JPEG artefacts.
+    and scanner compression by blur and JPEG artefacts. ``stain_prob``, ``illuminant_prob`` and
+    ``grayscale_prob`` add the larger colour changes of another lab's stain, lamp and camera.
     """
     # albumentations otherwise asks PyPI for a newer version at import: no network at run time
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -120,6 +121,12 @@ def build_augmentation(cfg: AugmentConfig):
         if cfg.hsv_shift > 0:
             hue = int(round(cfg.hsv_shift * 180))
             ops.append(A.HueSaturationValue(hue_shift_limit=hue, sat_shift_limit=2 * hue, val_shift_limit=hue, p=0.5))
+        if cfg.stain_prob > 0:
+            ops.append(A.HEStain(method="random_preset", p=cfg.stain_prob))
+        if cfg.illuminant_prob > 0:
+            ops.append(A.PlanckianJitter(temperature_limit=(4000, 10000), p=cfg.illuminant_prob))  # white-balanced lamps
+        if cfg.grayscale_prob > 0:
+            ops.append(A.ToGray(num_output_channels=3, p=cfg.grayscale_prob))
         if cfg.brightness_contrast > 0:
             ops.append(A.RandomBrightnessContrast(cfg.brightness_contrast, cfg.brightness_contrast, p=0.5))
         if cfg.blur_prob > 0:
