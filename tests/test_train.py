@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -110,6 +111,32 @@ def test_augmented_samples_keep_boxes_on_the_discs(make_dataset, tmp_path):
             x0, y0, x1, y1 = (int(round(float(v))) for v in box)
             centre = image[(y0 + y1) // 2, (x0 + x1) // 2].float() / 255
             assert centre.mean() < 0.75  # the disc (dark) moved with its box; background is ~0.88
+
+
+def test_stain_robust_augmentation_changes_colour_and_keeps_the_boxes(make_dataset, tmp_path):
+    data = make_dataset(tmp_path / "data", n_images=1)
+    augment = load_train_config("configs/starter_stain_robust.yaml").augment
+    assert augment.stain_prob > 0 and augment.illuminant_prob > 0 and augment.grayscale_prob > 0
+    colour_only = dataclasses.replace(augment, flips=False, rotate90=False, scale=0.0, hsv_shift=0.0,
+                                      brightness_contrast=0.0, blur_prob=0.0, jpeg_prob=0.0)  # only the three new ones
+    plain = CocoPatchDataset(data)[0]
+    ds = CocoPatchDataset(data, augment=colour_only)
+    ds.transform.set_random_seed(0)
+    hue_changed = grey = 0
+    for _ in range(60):
+        image, target = ds[0]
+        assert torch.equal(target["boxes"], plain[1]["boxes"])  # colour transforms never move a box
+        spread = (image.float().amax(dim=2) - image.float().amin(dim=2)).mean()
+        grey += bool(spread < 1)  # ToGray: equal channels
+        hue_changed += bool((image.float().mean(dim=(0, 1)) - plain[0].float().mean(dim=(0, 1))).abs().max() > 3)
+    assert grey >= 1 and hue_changed >= 25  # 1 - 0.5 * 0.7 * 0.9 = 69% of draws change colour
+
+
+def test_augmentation_probabilities_are_checked(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("augment: {stain_prob: 1.5}\n")
+    with pytest.raises(ConfigError, match="stain_prob"):
+        load_train_config(bad)
 
 
 def test_repeat_factor_sampler_oversamples_images_with_rare_classes():
