@@ -60,12 +60,12 @@ def cric_fields() -> list[Path]:
     return sorted((DATA / "cric").glob("*.webp"))
 
 
-def cric(model: Path, out: Path, taxonomy, thresholds, fields: list[Path] | None = None) -> dict:
+def cric(model: Path, out: Path, taxonomy, thresholds, fields: list[Path] | None = None, mpp: float = CRIC_MPP) -> dict:
     """Nucleus hits on CRIC ``fields`` (default: all 8), pooled and per field."""
     aliases = load_synth_config(None, taxonomy).label_aliases
     pooled, per_field = NucleusHitResult(), {}
     for image in fields or cric_fields():
-        det = read_detections(run_field(image, out / "cric", model, CRIC_MPP) / "detections.parquet")
+        det = read_detections(run_field(image, out / "cric", model, mpp) / "detections.parquet")
         truth = truth_from_annotations(load_annotations(image.with_suffix(".geojson"), taxonomy, aliases))
         hits = nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth)
         per_field[image.stem[:8]] = {"abnormal": f"{hits.abnormal_found}/{hits.abnormal_total}",
@@ -100,11 +100,11 @@ def cric_mosaic(model: Path, out: Path, fields: list[Path] | None = None) -> dic
     return {"category": report["category"]["name"], "truth": truth}
 
 
-def tct_marked(model: Path, out: Path, taxonomy, thresholds) -> dict:
+def tct_marked(model: Path, out: Path, taxonomy, thresholds, mpp: float = TCT_MPP) -> dict:
     marks = json.loads((DATA / "tct_marked" / "marks.json").read_text())["fields"]
     fields = {}
     for name, circles in sorted(marks.items()):
-        det = read_detections(run_field(DATA / "tct_marked" / name, out / "tct", model, TCT_MPP) / "detections.parquet")
+        det = read_detections(run_field(DATA / "tct_marked" / name, out / "tct", model, mpp) / "detections.parquet")
         r = circle_ranking(det.boxes, det.class_scores, det.labels, det.scores, thresholds, taxonomy,
                            [tuple(c) for c in circles])
         fields[name] = {"top_in_circle": r.top_in_circle, "top_score": r.top_score,
