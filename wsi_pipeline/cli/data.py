@@ -4,6 +4,8 @@
              (configs/starter_data.yaml; how and why: docs/training.md)
   build      patches + boxes cut from annotated slides or images (QuPath GeoJSON, ASAP XML - e.g. a
              corrected `wsi report` export - or COCO JSON)
+  negatives  hard negatives: patches of a model's top abnormal calls on slides signed out NILM
+             (finished `wsi-run` folders); no cell has to be drawn
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ EPILOG = """examples:
   wsi data build --out data/lab --slide a.svs --annotations a.geojson --slide b.svs --annotations b.xml
   wsi data build --out data/fields --slide field.jpg --annotations field.geojson --mpp 0.3 --target-mpp 0.5
   wsi data build --out data/cric --folder ../shared/data/cytology/cric --mpp 0.3 --target-mpp 0.5  # a.webp + a.geojson ...
+  wsi-run nilm_slides/ --out results/nilm && wsi data negatives results/nilm --out data/lab_negatives --top 200
+  wsi train configs/finetune.yaml --data data/lab --data data/lab_negatives --out runs/lab   # train with both
 
 Each set gets images/ and annotations.json (COCO, taxonomy classes, written last); train with
 `wsi train CONFIG --data DIR`.
@@ -62,6 +66,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--config", type=Path, default=None, help="YAML overriding configs/synth.yaml (label aliases, dataset)")
     b.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
     b.set_defaults(func=run_build)
+    n = inner.add_parser("negatives", help="hard negatives from a model's top calls on slides signed out NILM",
+                         formatter_class=HelpFormatter, epilog=EPILOG)
+    n.add_argument("results", nargs="+", type=Path,
+                   help="finished `wsi-run` slide folders, or batch output folders holding them, of slides "
+                        "signed out as negative (NILM): every abnormal call on them is a false positive")
+    n.add_argument("--out", required=True, type=Path, help="dataset folder")
+    n.add_argument("--top", type=int, default=100, help="patches per slide: its most suspicious calls, one per patch")
+    n.add_argument("--min-score", type=float, default=0.0, help="leave out calls whose best abnormal score is lower")
+    n.add_argument("--target-mpp", type=float, default=None, help="um/px of the patches (default: the model's)")
+    n.add_argument("--patch-size", type=int, default=None, help="patch edge, px (default: the model's)")
+    n.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
+    n.set_defaults(func=run_negatives)
     return p
 
 
@@ -100,5 +116,16 @@ def run_build(args: argparse.Namespace) -> int:
                               args.background_ratio, args.seed, args.config, slide_mpp=args.mpp,
                               progress=not args.no_progress, annotated_classes=annotated)
     print(f"dataset: {summary.annotations_path} ({summary.n_images} patches)")
+    print(summary.table())
+    return 0
+
+
+def run_negatives(args: argparse.Namespace) -> int:
+    from ..datasets.negatives import mine_negatives  # noqa: PLC0415
+
+    summary = mine_negatives(args.results, args.out, args.top, args.target_mpp, args.patch_size, args.min_score,
+                             progress=not args.no_progress)
+    print(f"hard negatives: {summary.annotations_path} ({summary.n_images} patches, no boxes; "
+          f"annotated classes: the abnormal ones)")
     print(summary.table())
     return 0

@@ -1,0 +1,204 @@
+"""Hard negatives: patches of a model's most suspicious cells on slides known to hold no abnormal cell.
+
+A slide a lab signed out as NILM is annotated by its diagnosis: whatever a model calls abnormal on it
+is a false positive, and the model's own top calls there are the negatives it most needs to see
+(a neutrophil cluster it takes for AGC, a pyknotic nucleus it takes for HSIL). No cell has to be drawn.
+
+:func:`mine_negatives` reads finished ``wsi-run`` slide folders of such slides, ranks their detections
+by their highest abnormal-class score (whatever the report threshold), cuts a patch at the model's
+resolution around each of the top ``top`` (at most one per patch-sized neighbourhood) and writes a
+COCO set with no boxes::
+
+    images/<slide>_x<X>_y<Y>.jpg   patches at target_mpp (X, Y: level-0 origin), the call at the centre
+    annotations.json               COCO, no annotations; ``info.annotated_classes`` = the abnormal classes;
+                                   each image records the call it was cut for (class, score); written last
+
+Trained with annotated data (``wsi train CONFIG --data data/lab --data data/lab_negatives``), these
+patches teach "no abnormal cell here" and nothing about normal cells or organisms, which a NILM slide
+holds unlabelled: ``annotated_classes`` makes the loss ignore the other classes on them
+(docs/training.md, "Annotations that cover some classes").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import ArtifactError, ConfigError
+from ..fsutil import atomic_write
+from ..io import open_slide
+from ..progress import progress_bar
+from ..store.detections import read_detections
+from ..taxonomy import Taxonomy, load_taxonomy
+from .annotations import categories
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NegativeSetSummary:
+    out_dir: Path
+    annotations_path: Path
+    n_images: int
+    per_slide: dict[str, int]  # patches cut per slide
+
+    def table(self) -> str:
+        lines = [f"{'slide':<32} {'patches':>7}"] + [f"{k:<32} {v:>7}" for k, v in self.per_slide.items()]
+        lines.append(f"{'total':<32} {self.n_images:>7}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SuspiciousCall:
+    x: float  # level-0 centre
+    y: float
+    class_name: str
+    score: float
+
+
+def slide_folders(paths: list[str | Path]) -> list[Path]:
+    """Finished ``wsi-run`` slide folders: each path is one (it holds ``report.json``) or a batch output
+    folder whose sub-folders are, sorted by name.
+
+    Example:
+        >>> slide_folders(["results/nilm"])  # doctest: +SKIP
+        [PosixPath('results/nilm/slide_a'), PosixPath('results/nilm/slide_b')]
+    """
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "report.json").is_file():
+            found.append(path)
+        elif path.is_dir():
+            inner = sorted(p.parent for p in path.glob("*/report.json"))
+            if not inner:
+                raise ArtifactError(path, "no finished slide folder here (no report.json in it or its sub-folders)")
+            found += inner
+        else:
+            raise ArtifactError(path, "folder not found")
+    return found
+
+
+def top_abnormal_calls(folder: Path, taxonomy_abnormal: list[str], top: int, separation: float,
+                       min_score: float = 0.0) -> list[SuspiciousCall]:
+    """The ``top`` detections of ``folder/detections.parquet`` with the highest abnormal-class score, at
+    least ``separation`` level-0 px apart (a greedy pass down the ranking), each with its best abnormal
+    class. Detections under ``min_score`` are left out.
+
+    Example:
+        >>> calls = top_abnormal_calls(Path("results/nilm/slide_a"), ["ASC-US", "HSIL"], 5, 512)  # doctest: +SKIP
+        >>> calls[0].class_name, round(calls[0].score, 2)  # doctest: +SKIP
+        ('AGC', 0.64)
+    """
+    det = read_detections(folder / "detections.parquet")
+    names = det.meta.taxonomy
+    columns = [names.index(n) for n in taxonomy_abnormal if n in names]
+    if not columns or len(det) == 0:
+        return []
+    scores = det.class_scores[:, columns]
+    best = scores.max(axis=1)
+    best_class = scores.argmax(axis=1)
+    centres = np.stack([(det.boxes[:, 0] + det.boxes[:, 2]) / 2, (det.boxes[:, 1] + det.boxes[:, 3]) / 2], axis=1)
+    calls: list[SuspiciousCall] = []
+    for i in np.argsort(-best, kind="stable"):
+        if best[i] < min_score or len(calls) == top:
+            break
+        if any(abs(c.x - centres[i, 0]) < separation and abs(c.y - centres[i, 1]) < separation for c in calls):
+            continue
+        calls.append(SuspiciousCall(float(centres[i, 0]), float(centres[i, 1]),
+                                    names[columns[best_class[i]]], float(best[i])))
+    return calls
+
+
+def mine_negatives(
+    results: list[str | Path],
+    out_dir: str | Path,
+    top: int = 100,
+    target_mpp: float | None = None,
+    patch_size: int | None = None,
+    min_score: float = 0.0,
+    taxonomy: Taxonomy | None = None,
+    jpeg_quality: int = 92,
+    progress: bool = True,
+) -> NegativeSetSummary:
+    """Cut the hard-negative set of slides signed out as NILM from their ``wsi-run`` folders (``results``).
+
+    ``target_mpp`` and ``patch_size`` default to those of the model that made the detections (the
+    report's ``model`` section). Each slide is read from the path its report records.
+
+    Example:
+        >>> s = mine_negatives(["results/nilm"], "data/lab_negatives", top=200)  # doctest: +SKIP
+        >>> print(s.table())  # doctest: +SKIP
+    """
+    if top < 1:
+        raise ConfigError(None, f"top must be >= 1, got {top}")
+    taxonomy = taxonomy or load_taxonomy()
+    folders = slide_folders(results)
+    out = Path(out_dir)
+    images_dir = out / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    marker = out / "annotations.json"
+    marker.unlink(missing_ok=True)  # an interrupted rerun must not look complete
+    for old in images_dir.glob("*.jpg"):
+        old.unlink()
+    images, sources, per_slide = [], [], {}
+    geometry: tuple[float, int] | None = None
+    for folder in folders:
+        report = _read_report(folder)
+        model = report.get("model", {})
+        mpp = float(target_mpp or model.get("target_mpp", 0) or 0)
+        size = int(patch_size or model.get("patch_size", 0) or 0)
+        if mpp <= 0 or size <= 0:
+            raise ArtifactError(folder / "report.json", "no model target_mpp / patch_size recorded; give --target-mpp and --patch-size")
+        if geometry is not None and geometry != (mpp, size):
+            raise ConfigError(None, f"{folder.name}: made at {mpp} um/px, {size} px, but earlier slides at "
+                                    f"{geometry[0]} um/px, {geometry[1]} px; give --target-mpp and --patch-size")
+        geometry = (mpp, size)
+        slide_info = report["slide"]
+        slide_path = Path(slide_info["path"])
+        if not slide_path.is_file():
+            raise ArtifactError(slide_path, f"slide of {folder.name} not found (moved since `wsi-run`?)")
+        with open_slide(slide_path, mpp=float(slide_info["mpp"][0])) as slide:
+            extent = max(1, int(round(size * mpp / slide.mpp[0])))
+            calls = top_abnormal_calls(folder, taxonomy.abnormal_names(), top, extent / 2, min_score)
+            width, height = slide.dimensions
+            for call in progress_bar(calls, desc=f"negatives {slide.name}", unit="patch", disable=not progress):
+                x = int(min(max(0, round(call.x - extent / 2)), max(0, width - extent)))
+                y = int(min(max(0, round(call.y - extent / 2)), max(0, height - extent)))
+                patch = slide.read_at_mpp(x, y, size, mpp)
+                name = f"{slide.name}_x{x}_y{y}.jpg"
+                if not cv2.imwrite(str(images_dir / name), cv2.cvtColor(patch, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]):
+                    raise ArtifactError(images_dir / name, "could not write patch image")
+                images.append({"id": len(images) + 1, "file_name": name, "width": size, "height": size,
+                               "slide": slide.name, "x": x, "y": y, "level0_size": extent, "rare": False,
+                               "negative_for": call.class_name, "score": round(call.score, 4)})
+            per_slide[slide.name] = len(calls)
+            sources.append({"slide": str(slide_path), "result": str(folder), "mpp": slide.mpp[0],
+                            "width": width, "height": height, "patches": len(calls)})
+    if not images:
+        raise ArtifactError(out, f"no detection to cut a negative from in {len(folders)} slide folder(s)"
+                                 + (f" at score >= {min_score}" if min_score > 0 else ""))
+    mpp, size = geometry
+    coco = {
+        "info": {"description": "wsi_pipeline hard negatives: top abnormal calls on slides signed out NILM",
+                 "target_mpp": mpp, "patch_size": size, "taxonomy": taxonomy.names, "images_dir": "images",
+                 "source_slides": sources, "top": top, "min_score": min_score, "complete": True,
+                 "annotated_classes": taxonomy.abnormal_names()},
+        "images": images, "annotations": [], "categories": categories(taxonomy),
+    }
+    atomic_write(marker, json.dumps(coco) + "\n")
+    log.info("Hard negatives %s: %d patches from %d slides", out, len(images), len(folders))
+    return NegativeSetSummary(out, marker, len(images), per_slide)
+
+
+def _read_report(folder: Path) -> dict:
+    path = folder / "report.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(path, f"unreadable report ({exc.__class__.__name__})") from None
