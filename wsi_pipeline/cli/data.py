@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "signed out as negative (NILM): every abnormal call on them is a false positive")
     n.add_argument("--out", required=True, type=Path, help="dataset folder")
     n.add_argument("--top", type=int, default=100, help="patches per slide: its most suspicious calls, one per patch")
-    n.add_argument("--min-score", type=float, default=0.0, help="leave out calls whose best abnormal score is lower")
+    n.add_argument("--min-score", type=float, default=0.0, help="leave out calls whose best abnormal score is not above this (default 0: any abnormal score)")
     n.add_argument("--target-mpp", type=float, default=None, help="um/px of the patches (default: the model's)")
     n.add_argument("--patch-size", type=int, default=None, help="patch edge, px (default: the model's)")
     n.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")

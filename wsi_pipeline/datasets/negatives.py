@@ -87,7 +87,7 @@ def top_abnormal_calls(folder: Path, taxonomy_abnormal: list[str], top: int, sep
                        min_score: float = 0.0) -> list[SuspiciousCall]:
     """The ``top`` detections of ``folder/detections.parquet`` with the highest abnormal-class score, at
     least ``separation`` level-0 px apart (a greedy pass down the ranking), each with its best abnormal
-    class. Detections under ``min_score`` are left out.
+    class. Detections whose best abnormal score is not above ``min_score`` are left out.
 
     Example:
         >>> calls = top_abnormal_calls(Path("results/nilm/slide_a"), ["ASC-US", "HSIL"], 5, 512)  # doctest: +SKIP
@@ -105,7 +105,7 @@ def top_abnormal_calls(folder: Path, taxonomy_abnormal: list[str], top: int, sep
     centres = np.stack([(det.boxes[:, 0] + det.boxes[:, 2]) / 2, (det.boxes[:, 1] + det.boxes[:, 3]) / 2], axis=1)
     calls: list[SuspiciousCall] = []
     for i in np.argsort(-best, kind="stable"):
-        if best[i] < min_score or len(calls) == top:
+        if best[i] <= min_score or len(calls) == top:
             break
         if any(abs(c.x - centres[i, 0]) < separation and abs(c.y - centres[i, 1]) < separation for c in calls):
             continue
