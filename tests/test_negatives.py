@@ -82,3 +82,16 @@ def test_missing_results_and_moved_slides_are_one_line_errors(tmp_path, capsys):
     assert main(["data", "negatives", str(folder), "--out", str(tmp_path / "neg"), "--no-progress"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nilm_slide.png" in err[0] and "not found" in err[0]
+
+
+def test_negatives_train_in_one_batch_with_a_fully_annotated_set(make_dataset, tmp_path):
+    data = make_dataset(tmp_path / "annotated", n_images=3)
+    negatives = tmp_path / "negatives"
+    mine_negatives([finished_run(tmp_path)], negatives, progress=False)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "target_mpp: 1.0\npatch_size: 64\ndevice: cpu\nmodel: {detector: retinanet, fpn_channels: 32}\n"
+        "augment: {enabled: false}\nschedule: {epochs: 1, batch_size: 5, optimizer: adamw, lr: 0.001, warmup_iters: 1}\n")
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--data", str(data), "--data", str(negatives), "--out", str(run), "--no-progress"]) == 0
+    assert (run / "model.pt").is_file()
