@@ -95,3 +95,15 @@ def test_negatives_train_in_one_batch_with_a_fully_annotated_set(make_dataset, t
     run = tmp_path / "run"
     assert main(["train", str(config), "--data", str(data), "--data", str(negatives), "--out", str(run), "--no-progress"]) == 0
     assert (run / "model.pt").is_file()
+
+
+def test_an_output_folder_holding_another_dataset_is_refused(make_dataset, tmp_path):
+    lab = make_dataset(tmp_path / "lab", n_images=2)  # a `wsi data build`-style set
+    before = sorted((lab / "images").iterdir())
+    with pytest.raises(ArtifactError, match="holds another dataset"):
+        mine_negatives([finished_run(tmp_path)], lab, progress=False)
+    assert sorted((lab / "images").iterdir()) == before and (lab / "annotations.json").is_file()
+    out = tmp_path / "negatives"
+    first = mine_negatives([tmp_path / "results"], out, progress=False)
+    again = mine_negatives([tmp_path / "results"], out, top=1, progress=False)  # a rerun replaces its own set
+    assert (first.n_images, again.n_images) == (2, 1) and len(list((out / "images").iterdir())) == 1

@@ -43,6 +43,7 @@ from ..progress import progress_bar
 from ..errors import ArtifactError, ConfigError
 from ..synth.composite import _crop_density, optical_density, paste_od, warp_od
 from .annotations import categories
+from .layout import start_patch_set
 from ..taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -200,10 +201,8 @@ def build_composite_set(cfg: CompositeSetConfig, out_dir: str | Path, split: str
         raise ArtifactError(root, "no pasted negatives: no negative crop folders and no cells found on the backgrounds")
 
     out = Path(out_dir)
-    images_dir = out / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    marker = out / "annotations.json"
-    marker.unlink(missing_ok=True)
+    description = f"wsi_pipeline composited real cells ({split})"
+    images_dir, marker = start_patch_set(out, description)
     size, classes = cfg.patch_size, sorted(positives)
     class_p = None
     if cfg.class_frequencies:
@@ -262,7 +261,7 @@ def build_composite_set(cfg: CompositeSetConfig, out_dir: str | Path, split: str
             raise ArtifactError(images_dir / file_name, "could not write image")
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
     coco = {
-        "info": {"description": f"wsi_pipeline composited real cells ({split})", "target_mpp": cfg.target_mpp,
+        "info": {"description": description, "target_mpp": cfg.target_mpp,
                  "patch_size": size, "taxonomy": taxonomy.names, "images_dir": "images", "split": split,
                  "composite": asdict(cfg), "complete": True},
         "images": images, "annotations": anns, "categories": categories(taxonomy),

@@ -36,8 +36,11 @@ from ..progress import progress_bar
 from ..store.detections import read_detections
 from ..taxonomy import Taxonomy, load_taxonomy
 from .annotations import categories
+from .layout import start_patch_set
 
 log = logging.getLogger(__name__)
+
+DESCRIPTION = "wsi_pipeline hard negatives: top abnormal calls on slides signed out NILM"
 
 
 @dataclass
@@ -139,12 +142,7 @@ def mine_negatives(
     taxonomy = taxonomy or load_taxonomy()
     folders = slide_folders(results)
     out = Path(out_dir)
-    images_dir = out / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    marker = out / "annotations.json"
-    marker.unlink(missing_ok=True)  # an interrupted rerun must not look complete
-    for old in images_dir.glob("*.jpg"):
-        old.unlink()
+    images_dir, marker = start_patch_set(out, DESCRIPTION)
     images, sources, per_slide = [], [], {}
     geometry: tuple[float, int] | None = None
     for folder in folders:
@@ -185,7 +183,7 @@ def mine_negatives(
                                  + (f" at score >= {min_score}" if min_score > 0 else ""))
     mpp, size = geometry
     coco = {
-        "info": {"description": "wsi_pipeline hard negatives: top abnormal calls on slides signed out NILM",
+        "info": {"description": DESCRIPTION,
                  "target_mpp": mpp, "patch_size": size, "taxonomy": taxonomy.names, "images_dir": "images",
                  "source_slides": sources, "top": top, "min_score": min_score, "complete": True,
                  "annotated_classes": taxonomy.abnormal_names()},

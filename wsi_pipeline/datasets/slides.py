@@ -32,11 +32,14 @@ from ..io import open_slide
 from ..progress import progress_bar
 from ..taxonomy import Taxonomy, load_taxonomy
 from .annotations import Annotation, categories, load_annotations
+from .layout import start_patch_set
 
 if TYPE_CHECKING:
     from ..synth.config import SynthConfig
 
 log = logging.getLogger(__name__)
+
+DESCRIPTION = "wsi_pipeline patch dataset"
 
 
 ANNOTATION_SUFFIXES = (".geojson", ".xml", ".json")
@@ -154,12 +157,7 @@ def extract_dataset(
     background_ratio = d.background_ratio if background_ratio is None else background_ratio
     rare = set(d.rare_classes)
     out = Path(out_dir)
-    images_dir = out / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    marker = out / "annotations.json"
-    marker.unlink(missing_ok=True)  # an interrupted rerun must not look complete
-    for old in images_dir.glob("*.jpg"):
-        old.unlink()
+    images_dir, marker = start_patch_set(out, DESCRIPTION)
     rng = np.random.default_rng(seed)
     images, anns_out, sources = [], [], []
     n_rare = n_bg = 0
@@ -213,7 +211,7 @@ def extract_dataset(
         w.writerow(["class", "instances", "images"])
         w.writerows([n, counts[n], len(seen[n])] for n in taxonomy.names)
     coco = {
-        "info": {"description": "wsi_pipeline patch dataset", "target_mpp": target_mpp, "patch_size": patch_size,
+        "info": {"description": DESCRIPTION, "target_mpp": target_mpp, "patch_size": patch_size,
                  "taxonomy": taxonomy.names, "images_dir": "images", "source_slides": sources,
                  "background_ratio": background_ratio, "seed": seed, "complete": True,
                  **({"annotated_classes": annotated_classes} if annotated_classes else {})},

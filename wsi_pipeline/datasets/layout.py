@@ -1,0 +1,42 @@
+"""The COCO patch-set folder every `wsi data` writer fills: ``images/`` and ``annotations.json``, the
+last written and the mark of a complete set (docs/training.md, "Dataset layout")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ArtifactError
+
+
+def start_patch_set(out_dir: str | Path, description: str) -> tuple[Path, Path]:
+    """``(images folder, annotations.json path)`` of a set about to be (re)written in ``out_dir``.
+
+    A rerun into a set of the same ``description`` starts it afresh: the completion marker goes first, so
+    an interrupted rerun never looks complete, then the old patches. A folder holding another kind of set
+    (a lab's `wsi data build` set given as the output of `wsi data negatives`, say) is refused, so that
+    one wrong ``--out`` cannot delete it.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "negatives"
+        >>> images, marker = start_patch_set(out, "wsi_pipeline hard negatives")
+        >>> images.is_dir(), marker.exists()
+        (True, False)
+    """
+    out = Path(out_dir)
+    marker = out / "annotations.json"
+    if marker.is_file():
+        try:
+            found = json.loads(marker.read_text()).get("info", {}).get("description", "")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            found = "unreadable annotations.json"
+        if found != description:
+            raise ArtifactError(out, f"holds another dataset ({found or 'no description'}); "
+                                     "choose another output folder or delete this one")
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    for old in list(images.glob("*.jpg")) + list(images.glob("*.png")):
+        old.unlink()
+    return images, marker
