@@ -6,6 +6,7 @@
              corrected `wsi report` export - or COCO JSON)
   negatives  hard negatives: patches of a model's top abnormal calls on slides signed out NILM
              (finished `wsi-run` folders); no cell has to be drawn
+  preview    an HTML contact sheet of a set, boxes drawn: check they lie on their cells before training
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ EPILOG = """examples:
   wsi data build --out data/cric --folder ../shared/data/cytology/cric --mpp 0.3 --target-mpp 0.5  # a.webp + a.geojson ...
   wsi-run nilm_slides/ --out results/nilm && wsi data negatives results/nilm --out data/lab_negatives --top 200
   wsi train configs/finetune.yaml --data data/lab --data data/lab_negatives --out runs/lab   # train with both
+  wsi data preview data/lab                      # data/lab/preview.html: 200 patches, boxes drawn
+  wsi data preview data/lab --class HSIL --max-images 50
 
 Each set gets images/ and annotations.json (COCO, taxonomy classes, written last); train with
 `wsi train CONFIG --data DIR`.
@@ -78,6 +81,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     n.add_argument("--patch-size", type=int, default=None, help="patch edge, px (default: the model's)")
     n.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
     n.set_defaults(func=run_negatives)
+    v = inner.add_parser("preview", help="HTML contact sheet of a patch set, boxes drawn", formatter_class=HelpFormatter,
+                         epilog=EPILOG)
+    v.add_argument("dataset", type=Path, help="patch-set folder (images/ + annotations.json)")
+    v.add_argument("--out", type=Path, default=None, help="HTML file (default: DATASET/preview.html)")
+    v.add_argument("--max-images", type=int, default=200, help="patches shown, evenly spaced over the set")
+    v.add_argument("--class", dest="class_name", default=None, help="only patches holding a box of this class")
+    v.set_defaults(func=run_preview)
     return p
 
 
@@ -128,4 +138,13 @@ def run_negatives(args: argparse.Namespace) -> int:
     print(f"hard negatives: {summary.annotations_path} ({summary.n_images} patches, no boxes; "
           f"annotated classes: the abnormal ones)")
     print(summary.table())
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    from ..datasets.preview import render_preview  # noqa: PLC0415
+
+    summary = render_preview(args.dataset, args.out, args.max_images, args.class_name)
+    print(f"preview: {summary.path} ({summary.n_shown} of {summary.n_candidates} patches"
+          f"{f' with {args.class_name}' if args.class_name else ''}; the set has {summary.n_total})")
     return 0

@@ -13,7 +13,7 @@ def start_patch_set(out_dir: str | Path, description: str) -> tuple[Path, Path]:
     """``(images folder, annotations.json path)`` of a set about to be (re)written in ``out_dir``.
 
     A rerun into a set of the same ``description`` starts it afresh: the completion marker goes first, so
-    an interrupted rerun never looks complete, then the old patches. A folder holding another kind of set
+    an interrupted rerun never looks complete, then the old patches and their preview. A folder holding another kind of set
     (a lab's `wsi data build` set given as the output of `wsi data negatives`, say) is refused, so that
     one wrong ``--out`` cannot delete it.
 
@@ -37,6 +37,7 @@ def start_patch_set(out_dir: str | Path, description: str) -> tuple[Path, Path]:
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
+    (out / "preview.html").unlink(missing_ok=True)  # `wsi data preview` of the old set
     for old in list(images.glob("*.jpg")) + list(images.glob("*.png")):
         old.unlink()
     return images, marker

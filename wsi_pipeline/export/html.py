@@ -63,3 +63,8 @@ def render_index(rows: list[dict[str, Any]], n_ok: int) -> str:
     """The batch ``index.html``: one row per slide (keys name, href, status, category, suspicion, adequacy,
     seconds, reason; all already formatted as text), with the research notice."""
     return _ENV.get_template("index.html.j2").render(rows=rows, n_ok=n_ok, notice=RESEARCH_NOTICE)
+
+
+def render_dataset_preview(**fields: Any) -> str:
+    """The contact sheet of a patch set (``wsi data preview``; fields: see ``datasets/preview.py``)."""
+    return _ENV.get_template("dataset_preview.html.j2").render(notice=RESEARCH_NOTICE, **fields)
