@@ -78,6 +78,11 @@ def test_missing_results_and_moved_slides_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(ArtifactError, match="no finished slide folder"):
         slide_folders([tmp_path / "empty"])
     folder = finished_run(tmp_path)
+    report = json.loads((folder / "report.json").read_text())
+    (folder / "report.json").write_text(json.dumps({"model": report["model"]}))
+    with pytest.raises(ArtifactError, match="no slide path or mpp recorded"):
+        mine_negatives([folder], tmp_path / "neg", progress=False)
+    (folder / "report.json").write_text(json.dumps(report))
     (tmp_path / "nilm_slide.png").unlink()
     assert main(["data", "negatives", str(folder), "--out", str(tmp_path / "neg"), "--no-progress"]) != 0
     err = capsys.readouterr().err.strip().splitlines()

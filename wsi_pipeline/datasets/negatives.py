@@ -156,7 +156,9 @@ def mine_negatives(
             raise ConfigError(None, f"{folder.name}: made at {mpp} um/px, {size} px, but earlier slides at "
                                     f"{geometry[0]} um/px, {geometry[1]} px; give --target-mpp and --patch-size")
         geometry = (mpp, size)
-        slide_info = report["slide"]
+        slide_info = report.get("slide") or {}
+        if not slide_info.get("path") or not slide_info.get("mpp"):
+            raise ArtifactError(folder / "report.json", "no slide path or mpp recorded; not a `wsi-run` report")
         slide_path = Path(slide_info["path"])
         if not slide_path.is_file():
             raise ArtifactError(slide_path, f"slide of {folder.name} not found (moved since `wsi-run`?)")
@@ -180,7 +182,7 @@ def mine_negatives(
                             "width": width, "height": height, "patches": len(calls)})
     if not images:
         raise ArtifactError(out, f"no detection to cut a negative from in {len(folders)} slide folder(s)"
-                                 + (f" at score >= {min_score}" if min_score > 0 else ""))
+                                 + (f" with an abnormal score above {min_score}" if min_score > 0 else ""))
     mpp, size = geometry
     coco = {
         "info": {"description": DESCRIPTION,
