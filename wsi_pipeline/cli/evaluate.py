@@ -17,6 +17,8 @@ EPILOG = """examples:
   wsi evaluate --cells out/field1/detections.parquet --truth field1.geojson \
                --cells out/field2/detections.parquet --truth field2.geojson     # pooled over fields
   wsi evaluate --cells out/field1/detections.parquet --circles field1_circles.geojson   # reader's circles
+  wsi evaluate --cells out/t1/detections.parquet --truth t1.geojson --calibrate-recall 0.9 --write-thresholds lab.yaml
+  wsi-run slides/ --model runs/lab/model.pt --config lab.yaml      # report thresholds from TUNING slides, not validation
 
 Nucleus-hit mode (--cells): a truth cell is found when a detection that counts at the report
 thresholds (configs/default.yaml report section, or --config) contains its centre. Prints per-class
@@ -46,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--circles", action="append", type=Path, default=[],
                    help="circled-cell mode: shapes a reader drew around abnormal cells for --cells (GeoJSON, ASAP XML)")
     p.add_argument("--config", type=Path, default=None, help="pipeline YAML whose report thresholds apply (--cells)")
+    p.add_argument("--calibrate-recall", type=float, default=None, metavar="R",
+                   help="with --cells/--truth of TUNING slides: choose per abnormal class the highest report "
+                        "threshold that finds at least R of its annotated cells, and score the cells again with them")
+    p.add_argument("--write-thresholds", type=Path, default=None, metavar="YAML",
+                   help="write the calibrated thresholds as a config for `wsi-run --config` (with --calibrate-recall)")
     p.add_argument("--json", help="where to write the metrics (default: <checkpoint>.evaluation.json)")
     p.add_argument("--batch-size", type=int, default=8, help="patches per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -56,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ArtifactError, ConfigError  # noqa: PLC0415
 
+    if (args.calibrate_recall is not None or args.write_thresholds) and not (args.cells and args.truth):
+        raise ConfigError(None, "--calibrate-recall needs --cells DETECTIONS --truth FILE pairs of tuning slides")
     if args.circles:
         return run_circles(args)
     if args.cells or args.truth:
@@ -104,16 +113,58 @@ def run_cells(args: argparse.Namespace) -> int:
     taxonomy = load_taxonomy(cfg.taxonomy or None)
     thresholds, _ = class_thresholds(taxonomy, cfg.report)
     aliases = load_synth_config(None, taxonomy).label_aliases
+    if args.write_thresholds and args.calibrate_recall is None:
+        raise ConfigError(None, "--write-thresholds needs --calibrate-recall")
+    if args.calibrate_recall is not None and not 0 < args.calibrate_recall <= 1:
+        raise ConfigError(None, f"--calibrate-recall must be in (0, 1], got {args.calibrate_recall}")
+    fields = [(read_detections(d), truth_from_annotations(load_annotations(t, taxonomy, aliases)))
+              for d, t in zip(args.cells, args.truth)]
+    if args.calibrate_recall is not None:
+        thresholds = calibrated_thresholds(fields, args.calibrate_recall, thresholds, taxonomy, args)
     pooled = NucleusHitResult()
-    for det_path, truth_path in zip(args.cells, args.truth):
-        det = read_detections(det_path)
-        truth = truth_from_annotations(load_annotations(truth_path, taxonomy, aliases))
+    for det, truth in fields:
         pooled = pooled.add(nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth))
     print(pooled.table())
     if args.json:
         Path(args.json).write_text(json.dumps(pooled.to_dict(), indent=2))
         print(f"metrics written to {args.json}")
     return 0
+
+
+def calibrated_thresholds(fields, target: float, thresholds: list[float], taxonomy, args: argparse.Namespace) -> list[float]:
+    """``thresholds`` with each abnormal class that has tuning cells replaced by its calibrated value
+    (printed, and written as a config when ``--write-thresholds`` is given)."""
+    import yaml  # noqa: PLC0415
+
+    from ..errors import ConfigError  # noqa: PLC0415
+    from ..models.cell_hits import best_same_class_scores, calibrate_thresholds  # noqa: PLC0415
+
+    pooled: dict[str, list[float]] = {c: [] for c in taxonomy.abnormal_names()}
+    for det, truth in fields:
+        for name, values in best_same_class_scores(det.boxes, det.labels, det.scores, taxonomy, truth,
+                                                   taxonomy.abnormal_names()).items():
+            pooled[name] += values
+    choices = calibrate_thresholds(pooled, target)
+    if not choices:
+        raise ConfigError(None, "no annotated abnormal cell in the --truth files: nothing to calibrate on")
+    print(f"report thresholds for recall >= {target} on these tuning cells (same class, as the report counts):")
+    for c in choices:
+        note = "" if c.reachable else f"  (only {c.recall:.2f} reachable: the other cells have no {c.class_name} detection)"
+        print(f"  {c.class_name:<7} {c.threshold:.3f}  recall {c.recall:.2f} of {c.cells}{note}")
+    updated = list(thresholds)
+    for c in choices:
+        updated[taxonomy.index(c.class_name)] = c.threshold
+    if args.write_thresholds:
+        header = (f"# Report thresholds calibrated by `wsi evaluate --calibrate-recall {target}` on {sum(c.cells for c in choices)}\n"
+                  f"# annotated abnormal cells of {len(fields)} tuning field(s)/slide(s): "
+                  f"{', '.join(str(p) for p in args.truth)}.\n"
+                  "# Use: wsi-run SLIDES --model MODEL --config THIS_FILE. Validate on other slides than these.\n")
+        body = yaml.safe_dump({"report": {"class_score_thresholds": {c.class_name: c.threshold for c in choices}}},
+                              sort_keys=False)
+        Path(args.write_thresholds).write_text(header + body)
+        print(f"thresholds written to {args.write_thresholds}")
+    print("nucleus hits at these thresholds (tuning cells: optimistic by construction):")
+    return updated
 
 
 def run_circles(args: argparse.Namespace) -> int:

@@ -13,6 +13,9 @@ For fields where only the abnormal cells are circled (``tct_marked``), :func:`ci
 whether the most suspicious detection (highest abnormal-class score, thresholds not applied) lies in a
 circle, and how many counted abnormal detections fall outside every circle.
 
+:func:`calibrate_thresholds` turns the same rule around: given a lab's annotated tuning cells, the
+highest report threshold per class that still finds a target fraction of them.
+
 Example:
     >>> import numpy as np
     >>> from wsi_pipeline.taxonomy import load_taxonomy
@@ -179,3 +182,61 @@ def circle_ranking(boxes: np.ndarray, class_scores: np.ndarray, labels: np.ndarr
 def truth_from_annotations(annotations) -> list[TruthCell]:
     """Centres of :class:`~wsi_pipeline.datasets.annotations.Annotation` boxes."""
     return [TruthCell((a.box[0] + a.box[2]) / 2, (a.box[1] + a.box[3]) / 2, a.class_name) for a in annotations]
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A class's report threshold chosen on annotated tuning cells (:func:`calibrate_thresholds`)."""
+
+    class_name: str
+    threshold: float
+    cells: int  # annotated cells of the class
+    recall: float  # found at this threshold (same class, as the report counts)
+    reachable: bool  # False: fewer than the target are covered by a detection of the class at any score
+
+
+def best_same_class_scores(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, taxonomy: Taxonomy,
+                           truth: list[TruthCell], classes: list[str]) -> dict[str, list[float]]:
+    """Per class of ``classes``: for each truth cell of it, the highest score of a detection labelled with
+    that class containing its centre (0 when none does). A cell is found at threshold ``t`` exactly when
+    this is ``>= t``, the rule of :func:`nucleus_hits` and of the report's counts."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    labels = np.asarray(labels, np.int64)
+    scores = np.asarray(scores, np.float32)
+    out: dict[str, list[float]] = {c: [] for c in classes}
+    for cell in truth:
+        if cell.class_name not in out:
+            continue
+        same = _contains(boxes, cell.x, cell.y) & (labels == taxonomy.index(cell.class_name))
+        out[cell.class_name].append(float(scores[same].max()) if same.any() else 0.0)
+    return out
+
+
+def calibrate_thresholds(cell_scores: dict[str, list[float]], target_recall: float) -> list[ThresholdChoice]:
+    """The highest report threshold per class at which at least ``target_recall`` of its annotated cells
+    are found, from :func:`best_same_class_scores` pooled over tuning fields. A class whose covered cells
+    fall short of the target gets the threshold that finds all of them (``reachable`` False). Thresholds
+    are rounded down to 3 decimals, so the recall holds. Classes without cells are left out.
+
+    Example:
+        >>> [c.threshold for c in calibrate_thresholds({"LSIL": [0.9, 0.7, 0.4, 0.2]}, 0.75)]
+        [0.4]
+        >>> c = calibrate_thresholds({"HSIL": [0.8, 0.0]}, 0.9)[0]
+        >>> c.threshold, c.recall, c.reachable
+        (0.8, 0.5, False)
+    """
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target recall must be in (0, 1], got {target_recall}")
+    choices = []
+    for name, values in cell_scores.items():
+        if not values:
+            continue
+        ranked = np.sort(np.asarray(values, np.float64))[::-1]
+        need = int(np.ceil(target_recall * len(ranked) - 1e-9))
+        covered = int((ranked > 0).sum())
+        reachable = covered >= need
+        pick = ranked[need - 1] if reachable else ranked[covered - 1] if covered else 1.0
+        threshold = float(np.floor(pick * 1000) / 1000)
+        found = (ranked >= threshold) & (ranked > 0)
+        choices.append(ThresholdChoice(name, threshold, len(ranked), float(found.mean()), reachable))
+    return choices
