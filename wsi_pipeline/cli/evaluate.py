@@ -137,14 +137,9 @@ def calibrated_thresholds(fields, target: float, thresholds: list[float], taxono
     import yaml  # noqa: PLC0415
 
     from ..errors import ConfigError  # noqa: PLC0415
-    from ..models.cell_hits import best_same_class_scores, calibrate_thresholds  # noqa: PLC0415
+    from ..models.cell_hits import calibrate_thresholds, pooled_cell_scores  # noqa: PLC0415
 
-    pooled: dict[str, list[float]] = {c: [] for c in taxonomy.abnormal_names()}
-    for det, truth in fields:
-        for name, values in best_same_class_scores(det.boxes, det.labels, det.scores, taxonomy, truth,
-                                                   taxonomy.abnormal_names()).items():
-            pooled[name] += values
-    choices = calibrate_thresholds(pooled, target)
+    choices = calibrate_thresholds(pooled_cell_scores(fields, taxonomy), target)
     if not choices:
         raise ConfigError(None, "no annotated abnormal cell in the --truth files: nothing to calibrate on")
     print(f"report thresholds for recall >= {target} on these tuning cells (same class, as the report counts):")

@@ -212,6 +212,17 @@ def best_same_class_scores(boxes: np.ndarray, labels: np.ndarray, scores: np.nda
     return out
 
 
+def pooled_cell_scores(fields, taxonomy: Taxonomy) -> dict[str, list[float]]:
+    """:func:`best_same_class_scores` of every abnormal class, pooled over ``fields``: ``(detections, truth
+    cells)`` pairs, the detections with ``boxes``, ``labels`` and ``scores`` (a ``Detections`` table)."""
+    pooled: dict[str, list[float]] = {c: [] for c in taxonomy.abnormal_names()}
+    for det, truth in fields:
+        for name, values in best_same_class_scores(det.boxes, det.labels, det.scores, taxonomy, truth,
+                                                   taxonomy.abnormal_names()).items():
+            pooled[name] += values
+    return pooled
+
+
 def calibrate_thresholds(cell_scores: dict[str, list[float]], target_recall: float) -> list[ThresholdChoice]:
     """The highest report threshold per class at which at least ``target_recall`` of its annotated cells
     are found, from :func:`best_same_class_scores` pooled over tuning fields. A class whose covered cells
