@@ -63,8 +63,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ArtifactError, ConfigError  # noqa: PLC0415
 
-    if (args.calibrate_recall is not None or args.write_thresholds) and not (args.cells and args.truth):
-        raise ConfigError(None, "--calibrate-recall needs --cells DETECTIONS --truth FILE pairs of tuning slides")
+    if args.write_thresholds and args.calibrate_recall is None:
+        raise ConfigError(None, "--write-thresholds needs --calibrate-recall")
+    if args.calibrate_recall is not None:
+        if not (args.cells and args.truth):
+            raise ConfigError(None, "--calibrate-recall needs --cells DETECTIONS --truth FILE pairs of tuning slides")
+        if not 0 < args.calibrate_recall <= 1:
+            raise ConfigError(None, f"--calibrate-recall must be in (0, 1], got {args.calibrate_recall}")
     if args.circles:
         return run_circles(args)
     if args.cells or args.truth:
@@ -113,10 +118,6 @@ def run_cells(args: argparse.Namespace) -> int:
     taxonomy = load_taxonomy(cfg.taxonomy or None)
     thresholds, _ = class_thresholds(taxonomy, cfg.report)
     aliases = load_synth_config(None, taxonomy).label_aliases
-    if args.write_thresholds and args.calibrate_recall is None:
-        raise ConfigError(None, "--write-thresholds needs --calibrate-recall")
-    if args.calibrate_recall is not None and not 0 < args.calibrate_recall <= 1:
-        raise ConfigError(None, f"--calibrate-recall must be in (0, 1], got {args.calibrate_recall}")
     fields = [(read_detections(d), truth_from_annotations(load_annotations(t, taxonomy, aliases)))
               for d, t in zip(args.cells, args.truth)]
     if args.calibrate_recall is not None:

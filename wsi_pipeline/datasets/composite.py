@@ -43,7 +43,7 @@ from ..progress import progress_bar
 from ..errors import ArtifactError, ConfigError
 from ..synth.composite import _crop_density, optical_density, paste_od, warp_od
 from .annotations import categories
-from .layout import start_patch_set
+from .layout import start_patch_set, write_patch
 from ..taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -256,9 +256,7 @@ def build_composite_set(cfg: CompositeSetConfig, out_dir: str | Path, split: str
             else:
                 n_negatives += 1
         file_name = f"{split}_{i:06d}.jpg"
-        bgr = cv2.cvtColor(np.clip(canvas + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
-        if not cv2.imwrite(str(images_dir / file_name), bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality]):
-            raise ArtifactError(images_dir / file_name, "could not write image")
+        write_patch(images_dir, file_name, np.clip(canvas + 0.5, 0, 255).astype(np.uint8), cfg.jpeg_quality)
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
     coco = {
         "info": {"description": description, "target_mpp": cfg.target_mpp,

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from ..errors import ArtifactError
 
 
@@ -41,3 +44,9 @@ def start_patch_set(out_dir: str | Path, description: str) -> tuple[Path, Path]:
     for old in list(images.glob("*.jpg")) + list(images.glob("*.png")):
         old.unlink()
     return images, marker
+
+
+def write_patch(images_dir: Path, name: str, rgb: np.ndarray, jpeg_quality: int) -> None:
+    """``images_dir/name``, an RGB uint8 patch as JPEG; a one-line :class:`ArtifactError` if it cannot be written."""
+    if not cv2.imwrite(str(images_dir / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]):
+        raise ArtifactError(images_dir / name, "could not write patch image")

@@ -26,7 +26,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError
@@ -36,7 +35,7 @@ from ..progress import progress_bar
 from ..store.detections import read_detections
 from ..taxonomy import Taxonomy, load_taxonomy
 from .annotations import categories
-from .layout import start_patch_set
+from .layout import start_patch_set, write_patch
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +170,7 @@ def mine_negatives(
                 y = int(min(max(0, round(call.y - extent / 2)), max(0, height - extent)))
                 patch = slide.read_at_mpp(x, y, size, mpp)
                 name = f"{slide.name}_x{x}_y{y}.jpg"
-                if not cv2.imwrite(str(images_dir / name), cv2.cvtColor(patch, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]):
-                    raise ArtifactError(images_dir / name, "could not write patch image")
+                write_patch(images_dir, name, patch, jpeg_quality)
                 images.append({"id": len(images) + 1, "file_name": name, "width": size, "height": size,
                                "slide": slide.name, "x": x, "y": y, "level0_size": extent, "rare": False,
                                "negative_for": call.class_name, "score": round(call.score, 4)})

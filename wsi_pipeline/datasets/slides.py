@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import shapely
 
@@ -32,7 +31,7 @@ from ..io import open_slide
 from ..progress import progress_bar
 from ..taxonomy import Taxonomy, load_taxonomy
 from .annotations import Annotation, categories, load_annotations
-from .layout import start_patch_set
+from .layout import start_patch_set, write_patch
 
 if TYPE_CHECKING:
     from ..synth.config import SynthConfig
@@ -184,9 +183,7 @@ def extract_dataset(
             for (x, y), is_rare in progress_bar(origins, desc=f"patches {slide.name}", unit="patch", disable=not progress):
                 patch = slide.read_at_mpp(x, y, patch_size, target_mpp)
                 name = f"{slide.name}_x{x}_y{y}.jpg"
-                if not cv2.imwrite(str(images_dir / name), cv2.cvtColor(patch, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, d.jpeg_quality]):
-                    raise ArtifactError(images_dir / name, "could not write patch image")
+                write_patch(images_dir, name, patch, d.jpeg_quality)
                 image_id = len(images) + 1
                 images.append({"id": image_id, "file_name": name, "width": patch_size, "height": patch_size,
                                "slide": slide.name, "x": x, "y": y, "level0_size": extent, "rare": is_rare})
