@@ -2,8 +2,10 @@
 
   composite  real labelled crops pasted onto real backgrounds, with negatives pasted the same way
              (configs/starter_data.yaml; how and why: docs/training.md)
-  build      patches + boxes cut from annotated slides or images (QuPath GeoJSON, ASAP XML - e.g. a
-             corrected `wsi report` export - or COCO JSON)
+  build      patches + boxes cut from annotated slides or images (QuPath GeoJSON boxes or points, ASAP
+             XML - e.g. a corrected `wsi report` export -, COCO JSON, or a point CSV)
+  split      a train / validation split by field, written once and committed (cells of a field never
+             on both sides)
   negatives  hard negatives: patches of a model's top abnormal calls on slides signed out NILM
              (finished `wsi-run` folders); no cell has to be drawn
   preview    an HTML contact sheet of a set, boxes drawn: check they lie on their cells before training
@@ -22,6 +24,10 @@ EPILOG = """examples:
   wsi data build --out data/lab --slide a.svs --annotations a.geojson --slide b.svs --annotations b.xml
   wsi data build --out data/fields --slide field.jpg --annotations field.geojson --mpp 0.3 --target-mpp 0.5
   wsi data build --out data/cric --folder ../shared/data/cytology/cric --mpp 0.3 --target-mpp 0.5  # a.webp + a.geojson ...
+  wsi data build --out data/cric_train --points ../shared/data/cytology/cric_fields/cells.csv \
+      --mpp-table ../shared/data/cytology/cric_fields/fields.csv --split configs/splits/cric.csv --side train
+  wsi data split --cells ../shared/data/cytology/cric_fields/cells.csv --cells ../shared/data/cytology/cric_cells/index.csv \
+      --out configs/splits/cric.csv
   wsi-run nilm_slides/ --out results/nilm && wsi data negatives results/nilm --out data/lab_negatives --top 200
   wsi train configs/finetune.yaml --data data/lab --data data/lab_negatives --out runs/lab   # train with both
   wsi data preview data/lab                      # data/lab/preview.html: 200 patches, boxes drawn
@@ -57,7 +63,19 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--folder", action="append", type=Path, default=[],
                    help="every slide or image in this folder with annotations of the same name beside it "
                         "(a.svs + a.geojson, b.tif + b.xml, ...)")
+    b.add_argument("--points", action="append", type=Path, default=[],
+                   help="a point CSV (image, x, y, label per row) of many images; each image it names is "
+                        "looked up beside it (or in --images)")
+    b.add_argument("--images", type=Path, default=None, help="folder of the images a --points CSV names")
     b.add_argument("--mpp", type=float, default=None, help="um/px of the given slides when the files lack it (images)")
+    b.add_argument("--mpp-table", type=Path, default=None,
+                   help="CSV of um/px per image (columns image and mpp or mpp_estimate), for images whose files lack it")
+    b.add_argument("--split", type=Path, default=None, help="a split file (wsi data split): keep only the fields of --side")
+    b.add_argument("--side", choices=["train", "val"], default="train", help="which side of --split to build")
+    b.add_argument("--point-box-um", type=float, default=None,
+                   help="side of the square box a point annotation becomes, um (default: configs/synth.yaml, 20)")
+    b.add_argument("--skip-unknown-labels", action="store_true",
+                   help="skip annotations whose label is not a taxonomy class or alias (default: refuse the file)")
     b.add_argument("--target-mpp", type=float, default=None, help="um/px of the patches (default: configs/synth.yaml dataset)")
     b.add_argument("--patch-size", type=int, default=None, help="patch edge, px")
     b.add_argument("--background-ratio", type=float, default=None, help="normal-only patches kept per patch with a rare cell")
@@ -81,6 +99,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     n.add_argument("--patch-size", type=int, default=None, help="patch edge, px (default: the model's)")
     n.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
     n.set_defaults(func=run_negatives)
+    sp = inner.add_parser("split", help="a train / validation split by field, from point CSVs of labelled cells",
+                          formatter_class=HelpFormatter, epilog=EPILOG)
+    sp.add_argument("--cells", action="append", type=Path, required=True,
+                    help="a CSV with the columns image and label, one row per labelled cell (repeat)")
+    sp.add_argument("--out", required=True, type=Path, help="split CSV to write (commit it)")
+    sp.add_argument("--val-fraction", type=float, default=0.25, help="share of the fields on the validation side")
+    sp.add_argument("--min-val-cells", type=int, default=30,
+                    help="cells of every class on the validation side (a third of a class with fewer than 3x as many)")
+    sp.add_argument("--seed", type=int, default=0, help="first seed tried; the one used is printed")
+    sp.set_defaults(func=run_split)
     v = inner.add_parser("preview", help="HTML contact sheet of a patch set, boxes drawn", formatter_class=HelpFormatter,
                          epilog=EPILOG)
     v.add_argument("dataset", type=Path, help="patch-set folder (images/ + annotations.json)")
@@ -111,21 +139,29 @@ def run_composite(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..datasets.slides import extract_dataset  # noqa: PLC0415
+    from ..datasets.slides import annotated_pairs, extract_dataset, point_csv_pairs, read_mpp_table  # noqa: PLC0415
+    from ..datasets.split import read_split  # noqa: PLC0415
     from ..errors import ConfigError  # noqa: PLC0415
-
-    from ..datasets.slides import annotated_pairs  # noqa: PLC0415
 
     if len(args.slide) != len(args.annotations):
         raise ConfigError(None, "give one --annotations file per --slide")
-    pairs = list(zip(args.slide, args.annotations)) + [pair for folder in args.folder for pair in annotated_pairs(folder)]
+    if args.mpp is not None and args.mpp_table is not None:
+        raise ConfigError(None, "give --mpp or --mpp-table, not both")
+    pairs = (list(zip(args.slide, args.annotations)) + [pair for folder in args.folder for pair in annotated_pairs(folder)]
+             + [pair for points in args.points for pair in point_csv_pairs(points, args.images)])
+    if args.split is not None:
+        split = read_split(args.split)
+        pairs = [p for p in pairs if split.side(p[0]) == args.side]
     if not pairs:
-        raise ConfigError(None, "nothing to build from: give --slide/--annotations pairs or --folder")
+        raise ConfigError(None, "nothing to build from: give --slide/--annotations pairs, --folder or --points")
     annotated = [c.strip() for c in args.annotated_classes.split(",") if c.strip()] if args.annotated_classes else None
+    mpp = read_mpp_table(args.mpp_table) if args.mpp_table else args.mpp
     summary = extract_dataset(pairs, args.out, args.target_mpp, args.patch_size,
-                              args.background_ratio, args.seed, args.config, slide_mpp=args.mpp,
-                              progress=not args.no_progress, annotated_classes=annotated)
-    print(f"dataset: {summary.annotations_path} ({summary.n_images} patches)")
+                              args.background_ratio, args.seed, args.config, slide_mpp=mpp,
+                              progress=not args.no_progress, annotated_classes=annotated,
+                              point_box_um=args.point_box_um, strict_labels=not args.skip_unknown_labels)
+    print(f"dataset: {summary.annotations_path} ({summary.n_images} patches from {len(pairs)} images"
+          f"{f', {args.side} side of {args.split}' if args.split else ''})")
     print(summary.table())
     return 0
 
@@ -138,6 +174,16 @@ def run_negatives(args: argparse.Namespace) -> int:
     print(f"hard negatives: {summary.annotations_path} ({summary.n_images} patches, no boxes; "
           f"annotated classes: the abnormal ones)")
     print(summary.table())
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    from ..datasets.split import split_from_point_csvs  # noqa: PLC0415
+
+    split = split_from_point_csvs(args.cells, args.out, args.val_fraction, args.seed, args.min_val_cells)
+    print(f"split: {args.out} ({len(split.fields('train'))} training fields, {len(split.fields('val'))} validation "
+          f"fields, seed {split.seed})")
+    print(split.table())
     return 0
 
 

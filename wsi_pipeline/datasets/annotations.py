@@ -4,14 +4,22 @@
   ``name`` / ``class`` (e.g. CRIC's Bethesda strings) - also what ``wsi report`` exports as cells.geojson;
 * ASAP XML (``<Annotation PartOfGroup=...><Coordinates>``) - also ``wsi report``'s cells.xml, so
   corrected exports can be read back;
-* COCO JSON (``annotations`` + ``categories``).
+* COCO JSON (``annotations`` + ``categories``);
+* point CSV (``image, x, y, label`` per row; ``class`` or ``name`` also name the label): one file for
+  many images, each image reading its own rows.
+
+Points (QuPath point annotations, CRIC's nucleus points, CSV rows) load as zero-size boxes; training
+turns each into a square of ``point_box_um`` micrometres centred on the point (:func:`expand_points`),
+the one rule used at training, evaluation (a hit is a detection holding the point) and in
+docs/training.md.
 
 Labels map to taxonomy classes by name, label, or ``label_aliases`` (``configs/synth.yaml``); other
-labels are skipped and counted in the log.
+labels are skipped and counted in the log, or refused in one line with ``strict``.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import xml.etree.ElementTree as ET
@@ -34,6 +42,36 @@ class Annotation:
     box: tuple[float, float, float, float]
     class_name: str
 
+    @property
+    def is_point(self) -> bool:
+        return self.box[0] == self.box[2] and self.box[1] == self.box[3]
+
+
+POINT_LABEL_COLUMNS = ("label", "class", "name")
+
+
+def field_id(name: str | Path) -> str:
+    """The key of an image (field or slide) in point CSVs, crop indexes and split files: its file name
+    without folders or extension.
+
+    Example:
+        >>> field_id("cric_fields/008df697b9283d9ad4774096584d2efb.jpg")
+        '008df697b9283d9ad4774096584d2efb'
+    """
+    return Path(str(name)).name.split(".")[0]
+
+
+def expand_points(annotations: list[Annotation], mpp: float, point_box_um: float) -> list[Annotation]:
+    """Every point as a square of ``point_box_um`` micrometres centred on it (boxes stay as they are).
+
+    Example:
+        >>> expand_points([Annotation((100.0, 50.0, 100.0, 50.0), "HSIL")], mpp=0.25, point_box_um=20.0)
+        [Annotation(box=(60.0, 10.0, 140.0, 90.0), class_name='HSIL')]
+    """
+    half = point_box_um / mpp / 2.0
+    return [Annotation((a.box[0] - half, a.box[1] - half, a.box[2] + half, a.box[3] + half), a.class_name)
+            if a.is_point else a for a in annotations]
+
 
 def categories(taxonomy: Taxonomy) -> list[dict]:
     return [{"id": i + 1, "name": c.name, "supercategory": c.group} for i, c in enumerate(taxonomy.classes)]
@@ -48,11 +86,15 @@ def class_mapper(taxonomy: Taxonomy, aliases: dict[str, str]):
 
 
 def load_annotations(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str],
-                     any_label: bool = False) -> list[Annotation]:
-    """Boxes and classes from a GeoJSON (QuPath or plain) or COCO JSON file, in level-0 pixels.
+                     any_label: bool = False, image: str | Path | None = None,
+                     strict: bool = False) -> list[Annotation]:
+    """Boxes (points as zero-size boxes) and classes from a GeoJSON (QuPath or plain), COCO JSON, ASAP
+    XML or point CSV file, in level-0 pixels.
 
     A label that is not a taxonomy class (or an alias) is skipped with a warning, unless ``any_label``
-    keeps it as it is (``class_name`` is then the raw label, "" when there is none).
+    keeps it as it is (``class_name`` is then the raw label, "" when there is none) or ``strict``
+    refuses the file in one line. A CSV holds points of many images: ``image`` picks its rows (by
+    file stem); a CSV with no row for it is an error.
 
     Example:
         >>> anns = load_annotations("../shared/data/cytology/cric/7c09a4a52e0cb6ffc6a10044dd321123.geojson",
@@ -60,7 +102,9 @@ def load_annotations(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, st
     """
     path = Path(path)
     if path.suffix.lower() == ".xml":
-        return load_asap_xml(path, taxonomy, aliases, any_label)
+        return load_asap_xml(path, taxonomy, aliases, any_label, strict)
+    if path.suffix.lower() == ".csv":
+        return load_point_csv(path, taxonomy, aliases, image, strict)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -97,12 +141,82 @@ def load_annotations(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, st
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise ArtifactError(path, f"feature {len(out) + sum(skipped.values())} has no valid geometry") from None
             out.append(Annotation(tuple(float(v) for v in bounds), name))
-    _log_skipped(path, skipped)
+    _log_skipped(path, skipped, strict)
+    return out
+
+
+def read_point_rows(path: str | Path) -> dict[str, list[dict[str, str]]]:
+    """The rows of a point CSV grouped by image stem; a one-line error when a column is missing.
+
+    Example:
+        >>> import tempfile, os
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = os.path.join(d, "cells.csv")
+        ...     _ = open(p, "w").write("image,x,y,label\na.jpg,10,20,HSIL\na.jpg,30,5,NILM\nb.jpg,1,2,LSIL\n")
+        ...     {k: len(v) for k, v in read_point_rows(p).items()}
+        {'a': 2, 'b': 1}
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = [h.strip().lower() for h in reader.fieldnames or []]
+    except FileNotFoundError:
+        raise ArtifactError(path, "annotation file not found") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ArtifactError(path, f"not a readable CSV ({exc})") from None
+    missing = [c for c in ("image", "x", "y") if c not in header]
+    if not rows or missing or not any(c in header for c in POINT_LABEL_COLUMNS):
+        raise ArtifactError(path, "a point CSV needs the columns image, x, y and label (or class/name)"
+                            + (f"; missing {', '.join(missing)}" if rows and missing else ""))
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        row = {k.strip().lower(): v for k, v in row.items() if k}
+        grouped.setdefault(field_id(row["image"]), []).append(row)
+    return grouped
+
+
+def load_point_csv(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str], image: str | Path | None = None,
+                   strict: bool = False) -> list[Annotation]:
+    """Points of one image (``image``; every row when None) from a point CSV, as zero-size boxes.
+
+    Example:
+        >>> import tempfile, os
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = os.path.join(d, "cells.csv")
+        ...     _ = open(p, "w").write("image,x,y,label\nf1.jpg,10,20,HSIL\nf2.jpg,3,4,LSIL\n")
+        ...     load_point_csv(p, load_taxonomy(), {}, image="f1.jpg")
+        [Annotation(box=(10.0, 20.0, 10.0, 20.0), class_name='HSIL')]
+    """
+    path = Path(path)
+    grouped = read_point_rows(path)
+    if image is None:
+        rows = [r for group in grouped.values() for r in group]
+    elif field_id(image) in grouped:
+        rows = grouped[field_id(image)]
+    else:
+        raise ArtifactError(path, f"no points for image {Path(image).name}")
+    to_class = class_mapper(taxonomy, aliases)
+    skipped: Counter[str] = Counter()
+    out: list[Annotation] = []
+    for i, row in enumerate(rows):
+        label = next((row[c] for c in POINT_LABEL_COLUMNS if row.get(c)), "")
+        name = to_class(label)
+        if name is None:
+            skipped[label] += 1
+            continue
+        try:
+            x, y = float(row["x"]), float(row["y"])
+        except (TypeError, ValueError):
+            raise ArtifactError(path, f"row {i + 1} of {row['image']} has a non-numeric x or y") from None
+        out.append(Annotation((x, y, x, y), name))
+    _log_skipped(path, skipped, strict)
     return out
 
 
 def load_asap_xml(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str],
-                  any_label: bool = False) -> list[Annotation]:
+                  any_label: bool = False, strict: bool = False) -> list[Annotation]:
     """Boxes from an ASAP XML file: each ``Annotation``'s coordinates' bounds, its class from ``PartOfGroup``.
 
     Example:
@@ -143,7 +257,7 @@ def load_asap_xml(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str],
         out.append(Annotation((min(xs), min(ys), max(xs), max(ys)), name))
     if not out and not skipped:
         raise ArtifactError(path, "no ASAP annotations found")
-    _log_skipped(path, skipped)
+    _log_skipped(path, skipped, strict)
     return out
 
 
@@ -168,7 +282,11 @@ def load_regions(path: str | Path) -> list[tuple[float, float, float, float]]:
     return [a.box for a in load_annotations(path, load_taxonomy(), {}, any_label=True)]
 
 
-def _log_skipped(path: Path, skipped: Counter) -> None:
+def _log_skipped(path: Path, skipped: Counter, strict: bool = False) -> None:
+    if skipped and strict:
+        label, n = skipped.most_common(1)[0]
+        raise ArtifactError(path, f"label {label!r} ({n} annotations) is not a taxonomy class or alias; "
+                                  "add it to label_aliases (configs/synth.yaml) or pass --skip-unknown-labels")
     if skipped:
         log.warning("%s: skipped %d annotations with labels not in the taxonomy: %s", path.name,
                     sum(skipped.values()), ", ".join(f"{k} ({v})" for k, v in skipped.most_common()))

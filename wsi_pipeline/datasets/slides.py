@@ -30,7 +30,7 @@ from ..fsutil import atomic_write
 from ..io import open_slide
 from ..progress import progress_bar
 from ..taxonomy import Taxonomy, load_taxonomy
-from .annotations import Annotation, categories, load_annotations
+from .annotations import Annotation, categories, expand_points, field_id, load_annotations
 from .layout import start_patch_set, write_patch
 
 if TYPE_CHECKING:
@@ -65,6 +65,52 @@ def annotated_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
     if not pairs:
         raise ArtifactError(folder, f"no slide or image with annotations beside it ({', '.join(ANNOTATION_SUFFIXES)})")
     return pairs
+
+
+def point_csv_pairs(points_csv: str | Path, images_dir: str | Path | None = None) -> list[tuple[Path, Path]]:
+    """``(image, points_csv)`` for every image a point CSV names, looked up in ``images_dir`` (default:
+    the CSV's folder); an image named but not there is a one-line error.
+
+    Example:
+        >>> point_csv_pairs("../shared/data/cytology/cric_fields/cells.csv")[:1]  # doctest: +SKIP
+        [(PosixPath('../shared/data/cytology/cric_fields/008df697b9283d9ad4774096584d2efb.jpg'), PosixPath('...cells.csv'))]
+    """
+    from .annotations import read_point_rows  # noqa: PLC0415
+
+    points_csv = Path(points_csv)
+    folder = Path(images_dir) if images_dir else points_csv.parent
+    pairs = []
+    for rows in read_point_rows(points_csv).values():
+        image = folder / Path(rows[0]["image"]).name
+        if not image.is_file():
+            raise ArtifactError(points_csv, f"lists image {Path(rows[0]['image']).name}, which is not in {folder}")
+        pairs.append((image, points_csv))
+    return sorted(pairs)
+
+
+def read_mpp_table(path: str | Path) -> dict[str, float]:
+    """``{image stem: um/px}`` from a CSV with the columns ``image`` and ``mpp`` (or ``mpp_estimate``).
+
+    Example:
+        >>> read_mpp_table("../shared/data/cytology/cric_fields/fields.csv")["008df697b9283d9ad4774096584d2efb"]  # doctest: +SKIP
+        0.324
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise ArtifactError(path, "pixel-size table not found") from None
+    column = next((c for c in ("mpp", "mpp_estimate") if rows and c in rows[0]), None)
+    if not rows or "image" not in rows[0] or column is None:
+        raise ArtifactError(path, "a pixel-size table needs the columns image and mpp (or mpp_estimate)")
+    table = {}
+    for i, r in enumerate(rows, start=2):
+        try:
+            table[field_id(r["image"])] = float(r[column])
+        except ValueError:
+            raise ArtifactError(path, f"line {i}: {column} {r[column]!r} is not a number") from None
+    return table
 
 
 @dataclass
@@ -128,15 +174,20 @@ def extract_dataset(
     seed: int = 0,
     config: SynthConfig | str | Path | None = None,
     taxonomy: Taxonomy | None = None,
-    slide_mpp: float | None = None,
+    slide_mpp: float | dict[str, float] | None = None,
     progress: bool = True,
     annotated_classes: list[str] | None = None,
+    point_box_um: float | None = None,
+    strict_labels: bool = False,
 ) -> DatasetSummary:
     """Cut patches and COCO boxes from ``(slide, annotations)`` pairs; unset options come from the config.
 
+    ``slide_mpp``: um/px of slides whose files lack it, one value for all or ``{image stem: mpp}``.
     ``annotated_classes``: the classes the annotations mark on every cell of theirs (default: all).
     Training does not teach the others as background on these patches (docs/training.md,
-    "Annotations that cover some classes").
+    "Annotations that cover some classes"). Point annotations become squares of ``point_box_um``
+    micrometres (:func:`~wsi_pipeline.datasets.annotations.expand_points`). Every slide and annotation
+    file is checked before the first patch is written, so a bad pair leaves nothing behind.
 
     Example:
         >>> s = extract_dataset([("slide.svs", "slide.cells.geojson")], "dataset/")  # doctest: +SKIP
@@ -154,15 +205,22 @@ def extract_dataset(
     target_mpp = target_mpp or d.target_mpp
     patch_size = patch_size or d.patch_size
     background_ratio = d.background_ratio if background_ratio is None else background_ratio
+    point_box_um = point_box_um or d.point_box_um
     rare = set(d.rare_classes)
     out = Path(out_dir)
+    loaded = []
+    for slide_path, ann_path in slides:  # every input checked before anything is written
+        if not Path(slide_path).is_file():
+            raise ArtifactError(slide_path, f"image or slide not found (named by {Path(ann_path).name})")
+        loaded.append(load_annotations(ann_path, taxonomy, cfg.label_aliases, image=slide_path, strict=strict_labels))
     images_dir, marker = start_patch_set(out, DESCRIPTION)
     rng = np.random.default_rng(seed)
     images, anns_out, sources = [], [], []
     n_rare = n_bg = 0
-    for slide_path, ann_path in slides:
-        annotations = load_annotations(ann_path, taxonomy, cfg.label_aliases)
-        with open_slide(slide_path, mpp=slide_mpp) as slide:
+    for (slide_path, ann_path), annotations in zip(slides, loaded):
+        mpp = slide_mpp.get(field_id(slide_path)) if isinstance(slide_mpp, dict) else slide_mpp
+        with open_slide(slide_path, mpp=mpp) as slide:
+            annotations = expand_points(annotations, slide.mpp[0], point_box_um)
             width, height = slide.dimensions
             inside = [a for a in annotations if a.box[0] < width and a.box[1] < height and a.box[2] > 0 and a.box[3] > 0]
             if len(inside) < len(annotations):
@@ -210,7 +268,7 @@ def extract_dataset(
     coco = {
         "info": {"description": DESCRIPTION, "target_mpp": target_mpp, "patch_size": patch_size,
                  "taxonomy": taxonomy.names, "images_dir": "images", "source_slides": sources,
-                 "background_ratio": background_ratio, "seed": seed, "complete": True,
+                 "background_ratio": background_ratio, "seed": seed, "point_box_um": point_box_um, "complete": True,
                  **({"annotated_classes": annotated_classes} if annotated_classes else {})},
         "images": images, "annotations": anns_out, "categories": categories(taxonomy),
     }

@@ -48,6 +48,7 @@ class DatasetConfig:
     min_box_px: int = 6
     jpeg_quality: int = 92
     rare_classes: list[str] = field(default_factory=list)
+    point_box_um: float = 20.0
 
 
 @dataclass
@@ -98,6 +99,7 @@ def _check(cfg: SynthConfig, taxonomy: Taxonomy, source: str) -> None:
         (0.05 <= d.target_mpp <= 20, "dataset.target_mpp must be between 0.05 and 20 um/px"),
         (32 <= d.patch_size <= 4096, "dataset.patch_size must be between 32 and 4096 px"),
         (d.background_ratio >= 0, "dataset.background_ratio must be >= 0"),
+        (2.0 <= d.point_box_um <= 200.0, "dataset.point_box_um must be between 2 and 200 um"),
         (0 < d.min_visible_fraction <= 1, "dataset.min_visible_fraction must be in (0, 1]"),
     ]
     for ok, message in checks:
