@@ -84,6 +84,8 @@ class ReportConfig:
     jpeg_quality: int = 90  # gallery crops when crop_format is jpeg
     thumbnail_max_px: int = 1600  # long side of the overview pictures in report.html
     heatmap_grid_um: float = 500.0  # side of the squares of the abnormal-cell density heat map
+    morphometry: bool = True  # measure the nuclei of counted cells (area, ratio to NILM median, N/C)
+    morphometry_nilm_sample: int = 500  # NILM cells measured for the slide's median (a fixed-seed sample above this)
 
 
 @dataclass
@@ -296,6 +298,7 @@ def _check_report(r: ReportConfig, source: str) -> None:
         (1 <= r.jpeg_quality <= 100, "report.jpeg_quality must be 1-100"),
         (64 <= r.thumbnail_max_px <= 8192, "report.thumbnail_max_px must be between 64 and 8192"),
         (r.heatmap_grid_um > 0, "report.heatmap_grid_um must be > 0"),
+        (r.morphometry_nilm_sample >= 1, "report.morphometry_nilm_sample must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:

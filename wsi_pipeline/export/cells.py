@@ -10,6 +10,12 @@ level-0 pixel coordinates of the slide (the coordinates QuPath and ASAP use for 
   AnnotationGroup per class with its colour).
 * ``cells.csv``: one row per cell with box, centre, score and class.
 
+When the report measured nuclei (``wsi_pipeline/export/nuclei.py``), every format also carries each
+measured cell's nucleus area (um^2), its ratio to the slide's median NILM nucleus and the
+nucleus-to-cell (N/C) ratio: GeoJSON ``measurements`` (QuPath's names), CSV columns, and the ASAP
+annotation name. Cells not measured (NILM cells outside the sample, non-squamous classes) or whose
+nucleus was not found leave them empty / absent.
+
 Every format is one function ``(CellTable, Taxonomy) -> text`` registered in :data:`EXPORTERS`
 with :func:`exporter`; ``write_report`` writes every registered format. A new format is one
 decorated function here.
@@ -34,7 +40,35 @@ from ..io.qupath import QuPathObject, feature_collection
 from ..taxonomy import Taxonomy
 
 CSV_COLUMNS = ["cell_id", "class_name", "class_label", "abnormal", "score", "x0", "y0", "x1", "y1",
-               "center_x", "center_y", "width_px", "height_px", "patch_index"]
+               "center_x", "center_y", "width_px", "height_px", "patch_index",
+               "nucleus", "nucleus_area_um2", "nucleus_to_nilm_median", "nc_ratio"]
+# QuPath measurement names of the nucleus measures (GeoJSON ``measurements``)
+QUPATH_NUCLEUS_AREA = "Nucleus: Area µm^2"
+QUPATH_NUCLEUS_TO_NILM = "Nucleus: Area / slide NILM median"
+QUPATH_NC_RATIO = "Nucleus/Cell area ratio"
+
+
+@dataclass
+class NucleusColumns:
+    """Per-cell nucleus measures, aligned with a :class:`CellTable` (NaN where there is no value).
+
+    ``status`` is ``found``, ``not_found`` (measured, no nucleus at the cell) or ``not_measured``.
+    """
+
+    status: np.ndarray  # (N,) str
+    area_um2: np.ndarray  # (N,) float
+    ratio_to_nilm: np.ndarray  # (N,) float; NaN also when the slide has no measured NILM nucleus
+    nc_ratio: np.ndarray  # (N,) float
+
+    @classmethod
+    def not_measured(cls, n: int) -> NucleusColumns:
+        nan = np.full(n, np.nan)
+        return cls(np.full(n, "not_measured", dtype=object), nan, nan.copy(), nan.copy())
+
+    def values(self, i: int) -> tuple[float | None, float | None, float | None]:
+        """Area, ratio to the NILM median and N/C of cell ``i``; ``None`` where missing."""
+        return tuple(None if not np.isfinite(v) else float(v)  # type: ignore[return-value]
+                     for v in (self.area_um2[i], self.ratio_to_nilm[i], self.nc_ratio[i]))
 
 
 @dataclass
@@ -45,6 +79,7 @@ class CellTable:
     scores: np.ndarray  # (N,)
     labels: np.ndarray  # (N,) taxonomy index
     patch_index: np.ndarray  # (N,)
+    nuclei: NucleusColumns | None = None  # nucleus measures, when the report measured them
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -93,8 +128,14 @@ def to_geojson(cells: CellTable, taxonomy: Taxonomy) -> str:
     for i in range(len(cells)):
         cc = taxonomy[int(cells.labels[i])]
         box = tuple(round(float(v), 2) for v in cells.boxes[i])
-        objects.append(QuPathObject(f"cell-{i + 1}", box, cc.name, cc.rgb,  # type: ignore[arg-type]
-                                    {"score": round(float(cells.scores[i]), 4)}))
+        measurements = {"score": round(float(cells.scores[i]), 4)}
+        if cells.nuclei is not None:
+            area, ratio, nc = cells.nuclei.values(i)
+            for key, value, digits in ((QUPATH_NUCLEUS_AREA, area, 2), (QUPATH_NUCLEUS_TO_NILM, ratio, 3),
+                                       (QUPATH_NC_RATIO, nc, 4)):
+                if value is not None:
+                    measurements[key] = round(value, digits)
+        objects.append(QuPathObject(f"cell-{i + 1}", box, cc.name, cc.rgb, measurements))  # type: ignore[arg-type]
     return json.dumps(feature_collection(objects, object_type="detection", locked=True))
 
 
@@ -116,7 +157,7 @@ def to_asap_xml(cells: CellTable, taxonomy: Taxonomy) -> str:
         cc = taxonomy[int(cells.labels[i])]
         ann = ET.SubElement(
             annotations, "Annotation",
-            Name=f"cell-{i + 1} {cc.name} {float(cells.scores[i]):.3f}", Type="Rectangle",
+            Name=f"cell-{i + 1} {cc.name} {float(cells.scores[i]):.3f}{_nucleus_name(cells, i)}", Type="Rectangle",
             PartOfGroup=cc.name, Color=cc.color,
         )
         coords = ET.SubElement(ann, "Coordinates")
@@ -128,6 +169,16 @@ def to_asap_xml(cells: CellTable, taxonomy: Taxonomy) -> str:
         ET.SubElement(group, "Attributes")
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _nucleus_name(cells: CellTable, i: int) -> str:
+    """The nucleus measures as a suffix of an ASAP annotation name (ASAP shows names; it has no measurements)."""
+    if cells.nuclei is None:
+        return ""
+    area, ratio, nc = cells.nuclei.values(i)
+    if area is None:
+        return " nucleus not found" if cells.nuclei.status[i] == "not_found" else ""
+    return f" nucleus {area:.1f} um2" + (f" {ratio:.2f}x NILM" if ratio is not None else "") + f" N/C {nc:.3f}"
 
 
 @exporter("csv", "cells.csv", "one row per cell, level-0 pixel coordinates")
@@ -149,6 +200,13 @@ def to_csv(cells: CellTable, taxonomy: Taxonomy) -> str:
         writer.writerow([
             i + 1, cc.name, cc.label, "true" if cc.abnormal else "false", f"{float(cells.scores[i]):.4f}",
             f"{x0:.1f}", f"{y0:.1f}", f"{x1:.1f}", f"{y1:.1f}", f"{(x0 + x1) / 2:.1f}", f"{(y0 + y1) / 2:.1f}",
-            f"{x1 - x0:.1f}", f"{y1 - y0:.1f}", int(cells.patch_index[i]),
+            f"{x1 - x0:.1f}", f"{y1 - y0:.1f}", int(cells.patch_index[i]), *_nucleus_fields(cells, i),
         ])
     return out.getvalue()
+
+
+def _nucleus_fields(cells: CellTable, i: int) -> list[str]:
+    if cells.nuclei is None:
+        return ["not_measured", "", "", ""]
+    values = cells.nuclei.values(i)
+    return [str(cells.nuclei.status[i])] + ["" if v is None else f"{v:.{d}f}" for v, d in zip(values, (2, 3, 4))]

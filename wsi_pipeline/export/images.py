@@ -47,11 +47,34 @@ class CellCrop:
     y: int
     size: int
     data_uri: str
+    nucleus: str = ""  # the nucleus measures as one caption line (empty: not measured)
 
     def box_in_crop_percent(self) -> tuple[float, float, float, float]:
         """The cell's box as left, top, width, height in percent of the crop (for a CSS outline)."""
         x0, y0, x1, y1 = self.cell.box
         return tuple(round(100 * v / self.size, 2) for v in (x0 - self.x, y0 - self.y, x1 - x0, y1 - y0))  # type: ignore[return-value]
+
+
+@dataclass
+class Region:
+    """Level-0 pixels already read from the slide: top-left corner ``x, y`` and the RGB array."""
+
+    x: int
+    y: int
+    pixels: np.ndarray
+
+    def window(self, x: int, y: int, size: int) -> np.ndarray | None:
+        """The square ``x, y, size`` cut from these pixels, or ``None`` when it is not wholly inside.
+
+        Example:
+            >>> r = Region(10, 20, np.arange(5 * 5 * 3, dtype=np.uint8).reshape(5, 5, 3))
+            >>> r.window(11, 21, 2).shape, r.window(14, 20, 2)
+            ((2, 2, 3), None)
+        """
+        h, w = self.pixels.shape[:2]
+        if x < self.x or y < self.y or x + size > self.x + w or y + size > self.y + h:
+            return None
+        return self.pixels[y - self.y : y - self.y + size, x - self.x : x - self.x + size]
 
 
 def data_uri(mime: str, data: bytes) -> str:
@@ -199,14 +222,25 @@ def crop_window(box: tuple[float, float, float, float], crop_px: int, slide_size
 
 
 def read_cell_crops(
-    slide: Slide, cells: list[TopCell], crop_um: float, fmt: str = "jpeg", jpeg_quality: int = 90
+    slide: Slide, cells: list[TopCell], crop_um: float, fmt: str = "jpeg", jpeg_quality: int = 90,
+    regions: dict[int, Region] | None = None, captions: dict[int, str] | None = None,
 ) -> list[CellCrop]:
-    """Full-resolution (level 0) crops of ``cells`` read from ``slide``, encoded for the page."""
+    """Full-resolution (level 0) crops of ``cells`` read from ``slide``, encoded for the page.
+
+    ``regions`` (by detections row) are pixels already read for a cell (the nucleus measure's
+    window): a crop inside one is cut from it instead of read again. ``captions`` (by row) are the
+    cells' nucleus caption lines.
+    """
     crop_px = max(8, round(crop_um / slide.mpp[0]))
     mime = "image/jpeg" if fmt == "jpeg" else "image/png"
+    regions, captions = regions or {}, captions or {}
     crops = []
     for cell in cells:
         x, y, size = crop_window(cell.box, crop_px, slide.dimensions)
-        pixels = slide.read_region(0, x, y, size, size)
-        crops.append(CellCrop(cell, x, y, size, data_uri(mime, encode_image(pixels, fmt, jpeg_quality))))
+        region = regions.get(cell.row)
+        pixels = region.window(x, y, size) if region is not None else None
+        if pixels is None:
+            pixels = slide.read_region(0, x, y, size, size)
+        crops.append(CellCrop(cell, x, y, size, data_uri(mime, encode_image(np.ascontiguousarray(pixels), fmt, jpeg_quality)),
+                              captions.get(cell.row, "")))
     return crops

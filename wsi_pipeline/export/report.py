@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import RESEARCH_NOTICE, __version__
 from ..aggregate import ADEQUACY_NOTE, SUSPICION_FORMULA, SlideSummary, summarize
 from ..aggregate.specimen import apply_to_summary, check_store_and_slide
@@ -31,6 +33,7 @@ from ..taxonomy import Taxonomy
 from .cells import EXPORTERS, CellTable
 from .html import render_html
 from .images import read_cell_crops, render_overview
+from .nuclei import measure_slide_cells, nucleus_caption
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +165,10 @@ def write_report(
                                              f"({meta.taxonomy} vs {taxonomy.names})")
     summary = summarize(det, taxonomy, cfg)
     counted = summary.counted_mask(det)
+    counted_rows = np.flatnonzero(counted)
     cells = CellTable(det.boxes[counted], det.scores[counted], det.labels[counted], det.patch_index[counted])
     log.info("%d detections, %d cells above their class threshold; category %s, suspicion %.3f, adequacy %s",
              len(det), len(cells), summary.category.name, summary.suspicion_score, summary.adequacy.status)
-
-    for name, fmt in EXPORTERS.items():
-        atomic_write(paths.exports[name], fmt.write(cells, taxonomy))
 
     access = open_report_slide(meta, slide_path)
     if access.note:
@@ -181,16 +182,29 @@ def write_report(
         overview = render_overview(access.slide, slide_size, slide_mpp, cells.boxes, cells.labels, taxonomy,
                                    cfg.thumbnail_max_px, cfg.heatmap_grid_um)
         top = [c for name in sorted(summary.top_cells, key=lambda n: -taxonomy[n].severity) for c in summary.top_cells[name]]
-        crops = read_cell_crops(access.slide, top, cfg.crop_size_um, cfg.crop_format, cfg.jpeg_quality) if access.slide else []
+        nuclei = measure_slide_cells(access.slide, cells, counted_rows, taxonomy, cfg.morphometry_nilm_sample,
+                                     keep_rows={c.row for c in top}, enabled=cfg.morphometry)
+        cells.nuclei = nuclei.columns
+        row_to_cell = {int(r): i for i, r in enumerate(counted_rows)}
+        captions = {c.row: nucleus_caption(nuclei.for_row(c.row, row_to_cell)) for c in top}
+        crops = (read_cell_crops(access.slide, top, cfg.crop_size_um, cfg.crop_format, cfg.jpeg_quality,
+                                 regions=nuclei.regions, captions=captions) if access.slide else [])
+        nuclei.regions.clear()
         properties = filter_scanner_properties(access.slide.properties) if access.slide else {}
     finally:
         if access.slide is not None:
             access.slide.close()
 
+    for name, fmt in EXPORTERS.items():
+        atomic_write(paths.exports[name], fmt.write(cells, taxonomy))
+
     all_timings = {**_recorded_timings(meta), **(timings or {})}
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
     report = build_report(summary, det, cfg, properties, all_timings, access.note, paths)
     report["specimen"] = specimen.to_dict()
+    report["morphometry"] = nuclei.block
+    for entry in report["top_cells"]:
+        entry["nucleus"] = nuclei.for_row(entry["row"], row_to_cell)
     atomic_write(paths.html, render_html(report, summary, overview, crops, taxonomy))
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
     atomic_write(paths.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
