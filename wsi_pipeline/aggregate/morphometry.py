@@ -213,14 +213,23 @@ def measure_nucleus(rgb: np.ndarray, mpp: float, center: tuple[float, float],
         if dist[cy, cx] > _px(max_offset_um, mpp):
             return NOT_FOUND
         own = int(labels[rows[cy, cx], cols[cy, cx]])
-    nucleus = labels == own
-    # territory: cell-area pixels whose nearest nucleus is this one, within the cap
+    area, cell_area = nucleus_and_territory_areas(labels, cells, mpp)
+    return NucleusMeasure(round(float(area[own]), 2), round(float(cell_area[own]), 2),
+                          round(float(area[own] / cell_area[own]), 4))
+
+
+def nucleus_and_territory_areas(labels: np.ndarray, cells: np.ndarray, mpp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Area (um^2) of every nucleus of ``labels`` and of its cell territory, indexed by label (index 0 unused).
+
+    The territory of a nucleus is the cell-area pixels nearer to it than to any other nucleus and
+    within ``TERRITORY_CAP_UM`` of it, plus the nucleus itself.
+    """
     dist, (rows, cols) = ndi.distance_transform_edt(labels == 0, return_indices=True)
     nearest = labels[rows, cols]
-    territory = ((cells & (nearest == own) & (dist <= _px(TERRITORY_CAP_UM, mpp))) | nucleus)
+    territory = np.where((cells & (dist <= _px(TERRITORY_CAP_UM, mpp))) | (labels > 0), nearest, 0)
+    n = int(labels.max()) + 1
     px_area = mpp * mpp
-    area, cell_area = float(nucleus.sum()) * px_area, float(territory.sum()) * px_area
-    return NucleusMeasure(round(area, 2), round(cell_area, 2), round(area / cell_area, 4))
+    return (np.bincount(labels.ravel(), minlength=n) * px_area, np.bincount(territory.ravel(), minlength=n) * px_area)
 
 
 def ratio_to_reference(areas: list[float | None] | np.ndarray, reference_areas: list[float | None] | np.ndarray
@@ -244,5 +253,6 @@ def ratio_to_reference(areas: list[float | None] | np.ndarray, reference_areas: 
     return a / median, median
 
 
-__all__ = ["CROP_UM", "NOT_FOUND", "NucleusMeasure", "cell_area_mask", "measure_nucleus", "nucleus_signal",
+__all__ = ["CROP_UM", "NOT_FOUND", "NucleusMeasure", "cell_area_mask", "measure_nucleus", "nucleus_and_territory_areas",
+           "nucleus_signal",
            "ratio_to_reference", "segment_nuclei"]
