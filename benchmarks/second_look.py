@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 from wsi_pipeline.aggregate.summary import class_thresholds, summarize  # noqa: E402
 from wsi_pipeline.config import load_config  # noqa: E402
 from wsi_pipeline.datasets.annotations import load_annotations  # noqa: E402
-from wsi_pipeline.demo import HIGH_GRADE  # noqa: E402
+from wsi_pipeline.models.cell_hits import HIGH_GRADE_CLASSES as HIGH_GRADE  # noqa: E402
 from wsi_pipeline.errors import ArtifactError  # noqa: E402
 from wsi_pipeline.fsutil import atomic_path  # noqa: E402
 from wsi_pipeline.models.backbones import EfficientNetLiteBody, backbone_entry, load_weights  # noqa: E402

@@ -48,6 +48,25 @@ def test_only_normal_cells_counts_densities_and_adequacy():
     assert summarize(table(cells), TAX, ReportConfig(adequacy_min_squamous=7)).adequacy.status == "limited"
 
 
+def test_adequacy_minimum_follows_the_preparation_unless_the_config_sets_one():
+    cells = [("NILM", 0.9)] * 6000 + [("INFL", 0.9)] * 3000
+    lbc = summarize(table(cells), TAX, ReportConfig()).adequacy
+    assert (lbc.status, lbc.minimum, lbc.preparation) == ("adequate", 5000, "liquid_based")
+    assert "Bethesda" in lbc.minimum_source and "liquid-based" in lbc.minimum_source
+    smear = summarize(table(cells), TAX, ReportConfig(preparation="conventional")).adequacy
+    assert (smear.status, smear.minimum) == ("limited", 8000), "6,000 squamous cells are too few for a smear"
+    assert "conventional" in smear.minimum_source
+    own = summarize(table(cells), TAX, ReportConfig(preparation="conventional", adequacy_min_squamous=6000)).adequacy
+    assert (own.status, own.minimum) == ("adequate", 6000) and "config" in own.minimum_source
+
+
+def test_unknown_preparation_is_a_config_error(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("report:\n  preparation: smear\n")
+    with pytest.raises(ConfigError, match="report.preparation must be one of liquid_based, conventional"):
+        load_config(bad)
+
+
 def test_single_high_grade_cell_below_score_threshold_stays_nilm():
     s = summarize(table([("NILM", 0.9), ("HSIL", 0.45)]), TAX, ReportConfig())
     assert s.category.name == "NILM"

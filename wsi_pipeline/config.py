@@ -65,7 +65,13 @@ class InferenceConfig:
     nms_iou: float = 0.5  # class-aware merge of duplicates across tile overlaps
     cut_cell_ios: float = 0.6  # a box cut by a patch border is dropped when this share lies inside a better box
     prefetch_batches: int = 2
-    num_threads: int = 0  # CPU threads for torch; 0: all cores
+    num_threads: int = 0  # CPU threads for torch or onnxruntime; 0: all cores
+    # auto (onnxruntime on the CPU when installed, torch on a GPU) | torch | onnxruntime (docs/inference.md)
+    backend: str = "auto"
+
+
+# Bethesda 2014 minimum of well-preserved squamous cells for an adequate specimen, per preparation
+PREPARATIONS = {"liquid_based": 5000, "conventional": 8000}
 
 
 @dataclass
@@ -78,7 +84,8 @@ class ReportConfig:
     class_min_cells: dict[str, int] = field(default_factory=lambda: {"HSIL": 1, "SCC": 1, "AGC": 1})
     top_k: int = 12  # most suspicious cells shown per abnormal class
     suspicion_top_k: int = 10  # cells that make up the slide suspicion score
-    adequacy_min_squamous: int = 5000  # Bethesda minimum for liquid-based preparations
+    preparation: str = "liquid_based"  # liquid_based (ThinPrep/SurePath/TCT) | conventional (smear): sets the adequacy minimum
+    adequacy_min_squamous: int | None = None  # None: the Bethesda minimum for the preparation (5,000 / 8,000)
     crop_size_um: float = 64.0  # side of the gallery crops (grown to fit a larger cell)
     crop_format: str = "jpeg"  # jpeg | png (lossless, larger page)
     jpeg_quality: int = 90  # gallery crops when crop_format is jpeg
@@ -292,7 +299,8 @@ def _check_report(r: ReportConfig, source: str) -> None:
         (all(0 <= v <= 1 for v in r.class_score_thresholds.values()), "report.class_score_thresholds must be in [0, 1]"),
         (r.min_cells >= 1 and all(v >= 1 for v in r.class_min_cells.values()), "report min_cells values must be >= 1"),
         (r.top_k >= 0 and r.suspicion_top_k >= 1, "report.top_k must be >= 0 and report.suspicion_top_k >= 1"),
-        (r.adequacy_min_squamous >= 0, "report.adequacy_min_squamous must be >= 0"),
+        (r.preparation in PREPARATIONS, f"report.preparation must be one of {', '.join(PREPARATIONS)}, got {r.preparation!r}"),
+        (r.adequacy_min_squamous is None or r.adequacy_min_squamous >= 0, "report.adequacy_min_squamous must be >= 0"),
         (1 <= r.crop_size_um <= 1000, "report.crop_size_um must be between 1 and 1000 um"),
         (r.crop_format in ("jpeg", "png"), "report.crop_format must be jpeg or png"),
         (1 <= r.jpeg_quality <= 100, "report.jpeg_quality must be 1-100"),

@@ -25,7 +25,7 @@ from .config import load_config
 from .datasets.annotations import load_annotations
 from .errors import WsiError
 from .models.bundled import starter_model_path
-from .models.cell_hits import nucleus_hits, truth_from_annotations
+from .models.cell_hits import HIGH_GRADE_CLASSES, nucleus_hits, truth_from_annotations
 from .pipeline import RunOptions, run_slide
 from .taxonomy import CONFIG_DIR, load_taxonomy
 
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 DEMO_SYNTH_CONFIG = CONFIG_DIR / "synth_demo.yaml"
 DEMO_SLIDE_SIZE = 10_000  # px at 0.25 um/px: a 2.5 x 2.5 mm piece of a preparation
 DEMO_SLIDE_SEED = 2026
-HIGH_GRADE = ("ASC-H", "HSIL", "SCC")
 
 
 def default_crops_dir() -> Path:
@@ -58,7 +57,7 @@ def high_grade_recall(truth_geojson: Path, cells_geojson: Path) -> DemoRecall:
     nucleus-hit rule of :mod:`wsi_pipeline.models.cell_hits`; the exported cells are already counted)."""
     taxonomy = load_taxonomy()
     planted = [c for c in truth_from_annotations(load_annotations(truth_geojson, taxonomy, {}))
-               if c.class_name in HIGH_GRADE]
+               if c.class_name in HIGH_GRADE_CLASSES]
     cells = load_annotations(cells_geojson, taxonomy, {})
     boxes = np.array([c.box for c in cells], np.float32).reshape(-1, 4)
     labels = np.array([taxonomy.index(c.class_name) for c in cells], np.int64)
@@ -66,13 +65,23 @@ def high_grade_recall(truth_geojson: Path, cells_geojson: Path) -> DemoRecall:
     return DemoRecall(len(planted), hits.abnormal_found)
 
 
-def run_demo(out: Path, device: str = "auto", progress: bool = True, model: Path | None = None,
-             crops: Path | None = None) -> int:
-    """Synthetic slide with held-out real crops -> starter model -> ``wsi-run``; prints the report path and
-    the planted high-grade recall."""
+@dataclass
+class DemoOutcome:
+    slide_path: Path
+    crops_used: bool
+    category: str
+    truth: str
+    suspicion: float
+    recall: DemoRecall
+    report_html: Path
+
+
+def demo_slide_run(out: Path, device: str = "auto", progress: bool = True, model: Path | None = None,
+                   crops: Path | None = None) -> DemoOutcome:
+    """Synthetic slide with held-out real crops -> a model (default: the starter) -> ``wsi-run``; the
+    slide call and the planted high-grade cells found."""
     from .synth import generate_slide
 
-    started = time.perf_counter()
     out = Path(out)
     model = model or starter_model_path()
     crops = crops or default_crops_dir()
@@ -89,13 +98,21 @@ def run_demo(out: Path, device: str = "auto", progress: bool = True, model: Path
     if not outcome.ok:
         raise WsiError(slide.slide_path, f"demo run failed: {outcome.reason}")
     recall = high_grade_recall(slide.geojson_path, Path(outcome.out_dir) / "cells.geojson")
-    kind = "real held-out crops" if crops else "drawn cells (no crops folder)"
-    print(f"demo slide: {slide.slide_path} (abnormal cells: {kind})")
-    print(f"model: {model}")
-    print(f"category: {outcome.category} (truth: most severe planted class {slide.most_severe}); "
-          f"suspicion {outcome.suspicion:.3f}")
-    print(f"planted high-grade cells (ASC-H/HSIL/SCC) found: {recall.found}/{recall.planted} "
-          f"(recall {recall.recall:.2f})")
-    print(f"report: {outcome.report_html}")
+    return DemoOutcome(Path(slide.slide_path), crops is not None, outcome.category, slide.most_severe,
+                       outcome.suspicion, recall, Path(outcome.report_html))
+
+
+def run_demo(out: Path, device: str = "auto", progress: bool = True, model: Path | None = None,
+             crops: Path | None = None) -> int:
+    """:func:`demo_slide_run`, printed: the report path and the planted high-grade recall."""
+    started = time.perf_counter()
+    d = demo_slide_run(out, device, progress, model, crops)
+    kind = "real held-out crops" if d.crops_used else "drawn cells (no crops folder)"
+    print(f"demo slide: {d.slide_path} (abnormal cells: {kind})")
+    print(f"model: {model or starter_model_path()}")
+    print(f"category: {d.category} (truth: most severe planted class {d.truth}); suspicion {d.suspicion:.3f}")
+    print(f"planted high-grade cells (ASC-H/HSIL/SCC) found: {d.recall.found}/{d.recall.planted} "
+          f"(recall {d.recall.recall:.2f})")
+    print(f"report: {d.report_html}")
     print(f"demo finished in {time.perf_counter() - started:.0f} s. Research use only: not for clinical use.")
     return 0

@@ -202,6 +202,7 @@ def apply_to_summary(summary: Any, check: SpecimenCheck) -> None:
         in_focus = int(round(a.squamous_cells * (1.0 - blurred)))
         check.measures["squamous_cells_in_focus"] = in_focus
         summary.adequacy = Adequacy("adequate" if in_focus >= a.minimum else "limited", in_focus, a.minimum,
+                                    a.preparation, a.minimum_source,
                                     a.note + f" Cells in blurred patches ({100 * blurred:.0f}% of the stained area) are "
                                              "not counted.")
     if not check.assessable:

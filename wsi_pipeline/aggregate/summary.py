@@ -9,8 +9,9 @@ rules are documented in docs/report.md:
   enough cells are flagged separately and never change the category;
 * the **suspicion score** ranks slides in a batch (see :func:`suspicion_score`);
 * **adequacy** compares counted squamous cells (NILM + squamous abnormal classes) against the
-  Bethesda minimum for liquid-based preparations (5,000). The count is an estimate from the
-  detector: missed or merged cells make it low, so "limited" is a prompt to look, not a verdict.
+  Bethesda minimum for the preparation (``report.preparation``: 5,000 for liquid-based, 8,000 for
+  conventional smears) unless ``report.adequacy_min_squamous`` sets another. The count is an estimate
+  from the detector: missed or merged cells make it low, so "limited" is a prompt to look, not a verdict.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ReportConfig
+from ..config import PREPARATIONS, ReportConfig
 from ..errors import ConfigError
 from ..store.contracts import DetectionsMeta
 from ..store.detections import Detections
@@ -93,6 +94,8 @@ class Adequacy:
     status: str  # adequate | limited
     squamous_cells: int
     minimum: int
+    preparation: str = "liquid_based"
+    minimum_source: str = ""  # why this minimum: the Bethesda value for the preparation, or the config
     note: str = ADEQUACY_NOTE
 
 
@@ -222,7 +225,7 @@ def summarize(det: Detections, taxonomy: Taxonomy, cfg: ReportConfig) -> SlideSu
         category=_category(classes, taxonomy),
         suspicion_score=suspicion_score(det.class_scores.astype(np.float32), taxonomy, cfg.suspicion_top_k),
         suspicion_top_k=cfg.suspicion_top_k,
-        adequacy=_adequacy(classes, cfg.adequacy_min_squamous),
+        adequacy=_adequacy(classes, cfg),
         top_cells=top_cells,
         cell_area_mm2=area,
         n_detections=len(det),
@@ -239,9 +242,14 @@ def _category(classes: list[ClassSummary], taxonomy: Taxonomy) -> Category:
     return Category(NEGATIVE_CATEGORY, label, 0, 0, organisms)
 
 
-def _adequacy(classes: list[ClassSummary], minimum: int) -> Adequacy:
+def _adequacy(classes: list[ClassSummary], cfg: ReportConfig) -> Adequacy:
     squamous = sum(c.n_counted for c in classes if c.group == SQUAMOUS_GROUP)
-    return Adequacy("adequate" if squamous >= minimum else "limited", squamous, minimum)
+    preparation = cfg.preparation.replace("_", "-")
+    if cfg.adequacy_min_squamous is None:
+        minimum, source = PREPARATIONS[cfg.preparation], f"Bethesda minimum for {preparation} preparations"
+    else:
+        minimum, source = cfg.adequacy_min_squamous, "report.adequacy_min_squamous in the config"
+    return Adequacy("adequate" if squamous >= minimum else "limited", squamous, minimum, cfg.preparation, source)
 
 
 def _cell_area_mm2(meta: DetectionsMeta | None) -> float | None:

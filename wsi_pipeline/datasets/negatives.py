@@ -40,6 +40,7 @@ from .layout import start_patch_set, write_patch
 log = logging.getLogger(__name__)
 
 DESCRIPTION = "wsi_pipeline hard negatives: top abnormal calls on slides signed out NILM"
+ANNOTATED_DESCRIPTION = "wsi_pipeline hard negatives: confident calls far from every annotated cell"
 
 
 @dataclass
@@ -101,18 +102,25 @@ def top_abnormal_calls(folder: Path, taxonomy_abnormal: list[str], top: int, sep
     columns = [names.index(n) for n in taxonomy_abnormal if n in names]
     if not columns or len(det) == 0:
         return []
-    scores = det.class_scores[:, columns]
-    best = scores.max(axis=1)
-    best_class = scores.argmax(axis=1)
-    centres = np.stack([(det.boxes[:, 0] + det.boxes[:, 2]) / 2, (det.boxes[:, 1] + det.boxes[:, 3]) / 2], axis=1)
+    return ranked_calls(det.boxes, det.class_scores[:, columns], [names[c] for c in columns], top, separation, min_score)
+
+
+def ranked_calls(boxes: np.ndarray, abnormal_scores: np.ndarray, abnormal_names: list[str], top: int,
+                 separation: float, min_score: float = 0.0, keep: np.ndarray | None = None) -> list[SuspiciousCall]:
+    """Greedy pass down the ranking of the best abnormal score: at most ``top`` calls, ``separation``
+    px apart, scores above ``min_score``, only where ``keep`` (a boolean mask) allows."""
+    best = abnormal_scores.max(axis=1)
+    best_class = abnormal_scores.argmax(axis=1)
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
     calls: list[SuspiciousCall] = []
     for i in np.argsort(-best, kind="stable"):
         if best[i] <= min_score or len(calls) == top:
             break
+        if keep is not None and not keep[i]:
+            continue
         if any(abs(c.x - centres[i, 0]) < separation and abs(c.y - centres[i, 1]) < separation for c in calls):
             continue
-        calls.append(SuspiciousCall(float(centres[i, 0]), float(centres[i, 1]),
-                                    names[columns[best_class[i]]], float(best[i])))
+        calls.append(SuspiciousCall(float(centres[i, 0]), float(centres[i, 1]), abnormal_names[best_class[i]], float(best[i])))
     return calls
 
 
@@ -190,6 +198,108 @@ def mine_negatives(
     }
     atomic_write(marker, json.dumps(coco) + "\n")
     log.info("Hard negatives %s: %d patches from %d slides", out, len(images), len(folders))
+    return NegativeSetSummary(out, marker, len(images), per_slide)
+
+
+def mine_annotated_negatives(
+    model_path: str | Path,
+    pairs: list[tuple[str | Path, str | Path]],
+    out_dir: str | Path,
+    far_um: float = 20.0,
+    min_score: float = 0.3,
+    top: int = 10,
+    slide_mpp: float | dict[str, float] | None = None,
+    annotated_classes: list[str] | None = None,
+    point_box_um: float = 20.0,
+    jpeg_quality: int = 92,
+    progress: bool = True,
+) -> NegativeSetSummary:
+    """Hard negatives from annotated fields: a model's confident abnormal calls farther than ``far_um``
+    from every annotated cell, each cut as a patch centred on the call, with the field's annotated
+    cells in it as boxes.
+
+    Fields whose annotations mark every cell of ``annotated_classes`` (CRIC marks every squamous cell)
+    say that a call far from all of them is not one of those cells: most are neutrophil clusters,
+    debris or overlaps. The model runs on each field at its own resolution, on tiles of 4x its
+    patch; the top ``top`` such calls per field (above ``min_score``, one per half-patch
+    neighbourhood) are kept. The set trains like ``wsi data build``'s, with ``annotated_classes``.
+
+    Example:
+        >>> s = mine_annotated_negatives("starter", [("f.jpg", "f.geojson")], "data/negatives", slide_mpp=0.32)  # doctest: +SKIP
+        >>> print(s.table())  # doctest: +SKIP
+    """
+    import shapely  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from ..models.bundled import starter_model_path  # noqa: PLC0415
+    from ..models.checkpoint import load_checkpoint  # noqa: PLC0415
+    from ..synth.config import load_synth_config  # noqa: PLC0415
+    from .annotations import expand_points, field_id, load_annotations  # noqa: PLC0415
+    from .slides import patch_boxes  # noqa: PLC0415
+
+    taxonomy = load_taxonomy()
+    aliases = load_synth_config(None, taxonomy).label_aliases
+    model = load_checkpoint(starter_model_path() if str(model_path) == "starter" else model_path)
+    mpp, size = float(model.meta["target_mpp"]), int(model.meta["patch_size"])
+    abnormal = taxonomy.abnormal_names()
+    columns = [taxonomy.index(n) for n in abnormal]
+    loaded = [load_annotations(a, taxonomy, aliases, image=s, strict=True) for s, a in pairs]
+    out = Path(out_dir)
+    images_dir, marker = start_patch_set(out, ANNOTATED_DESCRIPTION)
+    images, anns_out, sources, per_slide = [], [], [], {}
+    for (slide_path, ann_path), annotations in progress_bar(list(zip(pairs, loaded)), desc="fields", unit="field",
+                                                            disable=not progress):
+        field_mpp = slide_mpp.get(field_id(slide_path)) if isinstance(slide_mpp, dict) else slide_mpp
+        with open_slide(slide_path, mpp=field_mpp) as slide:
+            scale = mpp / slide.mpp[0]
+            extent = max(1, int(round(size * scale)))
+            tile = 4 * size  # the detector is fully convolutional: whole fields in a few passes
+            width, height = slide.dimensions
+            boxes, scores = [], []
+            for y0 in range(0, height, int(tile * scale)):
+                for x0 in range(0, width, int(tile * scale)):
+                    pred = model.detector.predict(torch.from_numpy(slide.read_at_mpp(x0, y0, tile, mpp))[None], 0.05)[0]
+                    boxes.append(pred["boxes"].numpy() * scale + [x0, y0, x0, y0])
+                    scores.append(pred["class_scores"].numpy()[:, columns])
+            boxes, scores = np.concatenate(boxes), np.concatenate(scores)
+            points = np.array([[(a.box[0] + a.box[2]) / 2, (a.box[1] + a.box[3]) / 2] for a in annotations]).reshape(-1, 2)
+            centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+            nearest = (np.sqrt(((centres[:, None, :] - points[None, :, :]) ** 2).sum(-1)).min(axis=1)
+                       if len(points) else np.full(len(centres), np.inf))
+            far = nearest * slide.mpp[0] > far_um
+            calls = ranked_calls(boxes, scores, abnormal, top, extent / 2, min_score, keep=far)
+            cells = expand_points(annotations, slide.mpp[0], point_box_um)
+            tree = shapely.STRtree([shapely.box(*a.box) for a in cells])
+            for call in calls:
+                x = int(min(max(0, round(call.x - extent / 2)), max(0, width - extent)))
+                y = int(min(max(0, round(call.y - extent / 2)), max(0, height - extent)))
+                name = f"{slide.name}_x{x}_y{y}.jpg"
+                write_patch(images_dir, name, slide.read_at_mpp(x, y, size, mpp), jpeg_quality)
+                image_id = len(images) + 1
+                images.append({"id": image_id, "file_name": name, "width": size, "height": size, "slide": slide.name,
+                               "x": x, "y": y, "level0_size": extent, "rare": False,
+                               "negative_for": call.class_name, "score": round(call.score, 4),
+                               "call_x": round(call.x, 1), "call_y": round(call.y, 1)})
+                near = [cells[i] for i in np.sort(tree.query(shapely.box(x, y, x + extent, y + extent)))]
+                for box, cls in patch_boxes(near, x, y, extent, scale, 0.5, 6):
+                    anns_out.append({"id": len(anns_out) + 1, "image_id": image_id, "category_id": taxonomy.index(cls) + 1,
+                                     "bbox": [box[0], box[1], round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
+                                     "area": round((box[2] - box[0]) * (box[3] - box[1]), 2), "iscrowd": 0})
+            per_slide[slide.name] = len(calls)
+            sources.append({"slide": str(slide_path), "annotations": str(ann_path), "mpp": slide.mpp[0],
+                            "width": width, "height": height, "patches": len(calls)})
+    if not images:
+        raise ArtifactError(out, f"no call above {min_score} farther than {far_um} um from every annotated cell "
+                                 f"in {len(pairs)} field(s)")
+    coco = {
+        "info": {"description": ANNOTATED_DESCRIPTION, "target_mpp": mpp, "patch_size": size, "taxonomy": taxonomy.names,
+                 "images_dir": "images", "source_slides": sources, "top": top, "min_score": min_score, "far_um": far_um,
+                 "model": str(model_path), "point_box_um": point_box_um, "complete": True,
+                 "annotated_classes": annotated_classes or taxonomy.names},
+        "images": images, "annotations": anns_out, "categories": categories(taxonomy),
+    }
+    atomic_write(marker, json.dumps(coco) + "\n")
+    log.info("Hard negatives %s: %d patches from %d fields", out, len(images), len(pairs))
     return NegativeSetSummary(out, marker, len(images), per_slide)
 
 

@@ -7,7 +7,9 @@ report counts cells) contains the truth cell's centre:
 
 * per-class recall: found by a counted detection of the same class;
 * abnormal recall: an abnormal truth cell found by a counted detection of any abnormal class;
-* NILM flagged: a NILM truth nucleus whose centre lies in a counted abnormal detection.
+* NILM flagged: a NILM truth nucleus whose centre lies in a counted abnormal detection;
+* high grade as high grade: an ASC-H, HSIL or SCC truth cell found by a counted detection of one of
+  those three classes (the grade matters more than the exact class).
 
 For fields where only the abnormal cells are circled (``tct_marked``), :func:`circle_ranking` asks
 whether the most suspicious detection (highest abnormal-class score, thresholds not applied) lies in a
@@ -37,6 +39,8 @@ import numpy as np
 
 from ..taxonomy import Taxonomy
 
+HIGH_GRADE_CLASSES = ("ASC-H", "HSIL", "SCC")
+
 
 @dataclass(frozen=True)
 class TruthCell:
@@ -65,6 +69,8 @@ class NucleusHitResult:
     abnormal_found: int = 0
     nilm_total: int = 0
     nilm_flagged: int = 0
+    high_grade_total: int = 0
+    high_grade_found: int = 0  # by a counted detection of a high-grade class
 
     @property
     def abnormal_recall(self) -> float | None:
@@ -74,11 +80,17 @@ class NucleusHitResult:
     def nilm_flagged_fraction(self) -> float | None:
         return self.nilm_flagged / self.nilm_total if self.nilm_total else None
 
+    @property
+    def high_grade_recall(self) -> float | None:
+        return self.high_grade_found / self.high_grade_total if self.high_grade_total else None
+
     def add(self, other: "NucleusHitResult") -> "NucleusHitResult":
         """Pool the counts of two fields."""
         out = NucleusHitResult({k: ClassHits(**asdict(v)) for k, v in self.per_class.items()},
                                self.abnormal_total + other.abnormal_total, self.abnormal_found + other.abnormal_found,
-                               self.nilm_total + other.nilm_total, self.nilm_flagged + other.nilm_flagged)
+                               self.nilm_total + other.nilm_total, self.nilm_flagged + other.nilm_flagged,
+                               self.high_grade_total + other.high_grade_total,
+                               self.high_grade_found + other.high_grade_found)
         for name, hits in other.per_class.items():
             mine = out.per_class.setdefault(name, ClassHits())
             mine.total += hits.total
@@ -92,6 +104,8 @@ class NucleusHitResult:
             "abnormal_total": self.abnormal_total, "abnormal_found": self.abnormal_found,
             "abnormal_recall": self.abnormal_recall, "nilm_total": self.nilm_total,
             "nilm_flagged": self.nilm_flagged, "nilm_flagged_fraction": self.nilm_flagged_fraction,
+            "high_grade_total": self.high_grade_total, "high_grade_found": self.high_grade_found,
+            "high_grade_recall": self.high_grade_recall,
         }
 
     def table(self) -> str:
@@ -101,8 +115,10 @@ class NucleusHitResult:
             lines.append(f"{name:<8} {h.total:>6} {h.found:>6} {recall:>7} {h.found_abnormal:>12}")
         ar = f"{self.abnormal_recall:.2f}" if self.abnormal_recall is not None else "-"
         nf = f"{self.nilm_flagged_fraction:.2f}" if self.nilm_flagged_fraction is not None else "-"
+        hg = f"{self.high_grade_recall:.2f}" if self.high_grade_recall is not None else "-"
         lines.append(f"abnormal recall {ar} ({self.abnormal_found}/{self.abnormal_total}); "
-                     f"NILM flagged abnormal {nf} ({self.nilm_flagged}/{self.nilm_total})")
+                     f"NILM flagged abnormal {nf} ({self.nilm_flagged}/{self.nilm_total}); "
+                     f"high grade as high grade {hg} ({self.high_grade_found}/{self.high_grade_total})")
         return "\n".join(lines)
 
 
@@ -118,6 +134,8 @@ def nucleus_hits(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, thre
     counted = np.asarray(scores, np.float32) >= np.asarray(thresholds, np.float32)[labels] if len(labels) else np.zeros(0, bool)
     abnormal_idx = {taxonomy.index(n) for n in taxonomy.abnormal_names()}
     is_abnormal = np.isin(labels, list(abnormal_idx)) & counted
+    high_idx = [taxonomy.index(n) for n in HIGH_GRADE_CLASSES if n in taxonomy.names]
+    is_high = np.isin(labels, high_idx) & counted
     result = NucleusHitResult()
     for cell in truth:
         hits = result.per_class.setdefault(cell.class_name, ClassHits())
@@ -130,6 +148,9 @@ def nucleus_hits(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, thre
         if taxonomy.index(cell.class_name) in abnormal_idx:
             result.abnormal_total += 1
             result.abnormal_found += any_abnormal
+        if cell.class_name in HIGH_GRADE_CLASSES:
+            result.high_grade_total += 1
+            result.high_grade_found += bool((inside & is_high).any())
         elif cell.class_name == taxonomy.names[0]:
             result.nilm_total += 1
             result.nilm_flagged += any_abnormal

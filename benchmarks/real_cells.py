@@ -1,0 +1,153 @@
+"""The real-cells targets of a model, on fields it never trained on: the numbers of docs/model_card.md.
+
+Runs the whole pipeline (``wsi-run``'s per-slide path) with each model given, in the same run, on
+
+* the **validation side** of ``configs/splits/cric.csv`` among ``cric_fields/`` (conventional Pap,
+  each field at its ``mpp_estimate`` from ``fields.csv``): nucleus hits at the report thresholds
+  (per class, abnormal found as abnormal, NILM flagged abnormal, ASC-H/HSIL/SCC found as one of
+  those three), and the report's squamous-cell count against the annotated squamous nuclei;
+* ``tct_marked`` (liquid-based, circled abnormal cells, 0.45 um/px): is the top abnormal call in a
+  circle, counted abnormal calls outside circles;
+* with ``--demo``, the demo slide: planted real high-grade cells found.
+
+Nothing here trains or tunes a threshold: the report thresholds of configs/default.yaml apply.
+
+    python benchmarks/real_cells.py --model runs/starter_v3/model.pt --baseline starter --demo \\
+        --json benchmarks/results/real_cells_v3.json
+    python benchmarks/real_cells.py --fields 5          # a quick look: the first 5 validation fields
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from real_fields import DATA, run_field, tct_marked  # noqa: E402
+
+from wsi_pipeline.aggregate.summary import class_thresholds  # noqa: E402
+from wsi_pipeline.config import load_config  # noqa: E402
+from wsi_pipeline.datasets.annotations import load_annotations  # noqa: E402
+from wsi_pipeline.datasets.slides import point_csv_pairs, read_mpp_table  # noqa: E402
+from wsi_pipeline.datasets.split import read_split  # noqa: E402
+from wsi_pipeline.models.bundled import starter_model_path  # noqa: E402
+from wsi_pipeline.models.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations  # noqa: E402
+from wsi_pipeline.store.detections import read_detections  # noqa: E402
+from wsi_pipeline.synth.config import load_synth_config  # noqa: E402
+from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
+
+FIELDS = DATA / "cric_fields"
+SPLIT = ROOT / "configs" / "splits" / "cric.csv"
+
+
+def validation_fields(limit: int | None = None) -> list[Path]:
+    """The ``cric_fields`` images on the validation side of the committed split, sorted."""
+    split = read_split(SPLIT)
+    fields = [image for image, _ in point_csv_pairs(FIELDS / "cells.csv") if split.side(image) == "val"]
+    return fields[:limit] if limit else fields
+
+
+def cric_validation(model: Path, out: Path, taxonomy, thresholds, fields: list[Path]) -> dict:
+    """Nucleus hits and squamous counts of ``model`` on the CRIC validation ``fields``."""
+    aliases = load_synth_config(None, taxonomy).label_aliases
+    mpp = read_mpp_table(FIELDS / "fields.csv")
+    squamous = {c.name for c in taxonomy.classes if c.group == "squamous"}
+    pooled, per_field = NucleusHitResult(), {}
+    counted_squamous = annotated_squamous = 0
+    for image in fields:
+        run = run_field(image, out, model, mpp[image.stem])
+        det = read_detections(run / "detections.parquet")
+        cells = load_annotations(FIELDS / "cells.csv", taxonomy, aliases, image=image, strict=True)
+        hits = nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth_from_annotations(cells))
+        report = json.loads((run / "report.json").read_text())
+        counted = int(report["adequacy"]["squamous_cells"])
+        annotated = sum(c.class_name in squamous for c in cells)
+        counted_squamous += counted
+        annotated_squamous += annotated
+        per_field[image.stem[:8]] = {"abnormal": f"{hits.abnormal_found}/{hits.abnormal_total}",
+                                     "nilm_flagged": f"{hits.nilm_flagged}/{hits.nilm_total}",
+                                     "squamous": f"{counted}/{annotated}"}
+        pooled = pooled.add(hits)
+    return {"fields": len(fields), "hits": pooled.to_dict(), "table": pooled.table(), "per_field": per_field,
+            "squamous_counted": counted_squamous, "squamous_annotated": annotated_squamous}
+
+
+def score_model(model: Path, out: Path, fields: list[Path], demo: bool) -> dict:
+    cfg = load_config()
+    taxonomy = load_taxonomy()
+    thresholds, _ = class_thresholds(taxonomy, cfg.report)
+    started = time.perf_counter()
+    record: dict = {"model": str(model)}
+    record["cric_val"] = cric_validation(model, out / "cric_val", taxonomy, thresholds, fields)
+    t = tct_marked(model, out, taxonomy, thresholds)
+    outside = [v["counted_abnormal_outside"] for v in t.values()]
+    record["tct_marked"] = {"top_in_circle": sum(bool(v["top_in_circle"]) for v in t.values()), "fields": len(t),
+                            "outside_mean": float(np.mean(outside)), "outside": outside,
+                            "best_circle_rank": [v["best_circle_rank"] for v in t.values()]}
+    if demo:
+        from wsi_pipeline.demo import demo_slide_run  # noqa: PLC0415
+
+        d = demo_slide_run(out / "demo", progress=False, model=model)
+        record["demo"] = {"found": d.recall.found, "planted": d.recall.planted, "category": d.category, "truth": d.truth}
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    return record
+
+
+def summary_table(records: list[dict]) -> str:
+    """One markdown row per model: the issue's targets."""
+    lines = ["| model | abnormal found | NILM flagged | high grade as high grade | squamous counted / annotated | "
+             "tct_marked top-1 in circle | outside circles, mean | demo high grade found |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        h, c, t = r["cric_val"]["hits"], r["cric_val"], r["tct_marked"]
+        demo = f"{r['demo']['found']}/{r['demo']['planted']}" if "demo" in r else "-"
+        lines.append(f"| {Path(r['model']).name if r['model'] != str(starter_model_path()) else 'v2 (bundled)'} "
+                     f"| {h['abnormal_found']}/{h['abnormal_total']} ({h['abnormal_recall']:.2f}) "
+                     f"| {h['nilm_flagged']}/{h['nilm_total']} ({h['nilm_flagged_fraction']:.2f}) "
+                     f"| {h['high_grade_found']}/{h['high_grade_total']} ({h['high_grade_recall']:.2f}) "
+                     f"| {c['squamous_counted']}/{c['squamous_annotated']} "
+                     f"| {t['top_in_circle']}/{t['fields']} | {t['outside_mean']:.1f} | {demo} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, action="append", default=[], help="checkpoint (repeat; default: the bundled model)")
+    ap.add_argument("--baseline", default=None, help="also score this model first ('starter': the bundled one)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "real_cells")
+    ap.add_argument("--json", type=Path, default=None, help="write the records here")
+    ap.add_argument("--fields", type=int, default=None, help="only the first N validation fields (a quick look)")
+    ap.add_argument("--demo", action="store_true", help="also run the demo slide (a few minutes on CPU)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if not FIELDS.is_dir():
+        print(f"error: {FIELDS}: real fields not found", file=sys.stderr)
+        return 2
+    models = ([starter_model_path() if args.baseline == "starter" else Path(args.baseline)] if args.baseline else [])
+    models += args.model or ([] if models else [starter_model_path()])
+    fields = validation_fields(args.fields)
+    print(f"{len(fields)} CRIC validation fields ({SPLIT.relative_to(ROOT)}), tct_marked, report thresholds of "
+          f"configs/default.yaml")
+    records = []
+    for i, model in enumerate(models):
+        r = score_model(model, args.out / f"model{i}", fields, args.demo)
+        records.append(r)
+        print(f"\n{model} ({r['seconds']:.0f} s)\n{r['cric_val']['table']}")
+        print(f"squamous cells counted {r['cric_val']['squamous_counted']} / annotated {r['cric_val']['squamous_annotated']}")
+    print("\n" + summary_table(records))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(records, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
