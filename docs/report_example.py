@@ -1,9 +1,10 @@
 """Build the README / docs/report.md picture (docs/img/report.png): the bundled starter model's real report
-on real Pap fields.
+on real Pap fields it never trained on.
 
-The eight CRIC Cervix fields in ../shared/data/cytology/cric are laid side by side (4 x 2) into one
-image and run through the whole pipeline (`wsi-run`'s per-slide path) with the bundled starter model at
-an estimated 0.30 um/px (docs/model_card.md). Every box in the picture is a model detection; the
+Eight CRIC Cervix fields from the validation side of configs/splits/cric.csv (the first eight, in
+sorted order, that hold an abnormal nucleus) are laid side by side (4 x 2) into one image and run
+through the whole pipeline (`wsi-run`'s per-slide path) with the bundled starter model at their
+estimated pixel size (fields.csv, 0.325 um/px). Every box in the picture is a model detection; the
 fields' expert labels are not drawn. Run from the project root:
 
     .venv/bin/python docs/report_example.py --out /tmp/report_example [--screenshot docs/img/report.png]
@@ -25,12 +26,27 @@ from wsi_pipeline.models.bundled import starter_model_path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from real_fields import CRIC_MPP, run_field, write_cric_mosaic  # noqa: E402  (the validation benchmark's mosaic)
+from real_cells import FIELDS, validation_fields  # noqa: E402
+from real_fields import run_field, write_cric_mosaic  # noqa: E402  (the validation benchmark's mosaic)
+
+from wsi_pipeline.datasets.slides import read_mpp_table  # noqa: E402
+
+
+def example_fields(n: int = 8) -> list[Path]:
+    """The first ``n`` validation fields (sorted) with at least one abnormal nucleus."""
+    import csv  # noqa: PLC0415
+
+    with open(FIELDS / "fields.csv", newline="") as fh:
+        abnormal = {r["image"] for r in csv.DictReader(fh) if int(r["abnormal"]) > 0}
+    return [f for f in validation_fields() if f.name in abnormal][:n]
 
 
 def build(out: Path) -> Path:
-    """The starter model's report on the CRIC mosaic (the same run as benchmarks/real_fields.py)."""
-    return run_field(write_cric_mosaic(out), out, starter_model_path(), CRIC_MPP) / "report.html"
+    """The starter model's report on a mosaic of validation fields."""
+    fields = example_fields()
+    mpp = read_mpp_table(FIELDS / "fields.csv")
+    return run_field(write_cric_mosaic(out, fields=fields), out, starter_model_path(),
+                     sum(mpp[f.stem] for f in fields) / len(fields)) / "report.html"
 
 
 def screenshot(html: Path, png: Path, width: int = 1360, height: int = 2300) -> None:

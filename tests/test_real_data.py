@@ -213,3 +213,17 @@ def test_wsi_evaluate_circles_ranks_a_readers_circled_cells(tmp_path, capsys):
     assert "top detection in a circle: 0/1 fields; median best circled rank 2" in capsys.readouterr().out
     assert main(["evaluate", "--cells", str(det_path), "--circles", str(circles), "--circles", str(circles)]) == 2
     assert "one --circles file per --cells" in capsys.readouterr().err
+
+
+def test_high_grade_cells_count_as_found_only_by_a_high_grade_call():
+    """ASC-H called HSIL is high grade found as high grade; HSIL called LSIL is found as abnormal only."""
+    boxes = np.array([[0, 0, 20, 20], [50, 50, 70, 70], [100, 100, 120, 120]], np.float32)
+    labels = np.array([TAX.index("HSIL"), TAX.index("LSIL"), TAX.index("SCC")])
+    scores = np.array([0.9, 0.9, 0.2], np.float32)  # the SCC call is below its threshold: not counted
+    truth = [TruthCell(10, 10, "ASC-H"), TruthCell(60, 60, "HSIL"), TruthCell(110, 110, "SCC"), TruthCell(5, 5, "LSIL")]
+    r = nucleus_hits(boxes, labels, scores, [0.5] * len(TAX.names), TAX, truth)
+    assert (r.high_grade_found, r.high_grade_total) == (1, 3)
+    assert (r.abnormal_found, r.abnormal_total) == (3, 4)
+    assert r.to_dict()["high_grade_recall"] == pytest.approx(1 / 3)
+    pooled = r.add(r)
+    assert (pooled.high_grade_found, pooled.high_grade_total) == (2, 6)
