@@ -7,7 +7,7 @@ from wsi_pipeline.taxonomy import load_taxonomy
 
 def test_defaults_load():
     cfg = load_config()
-    assert cfg.tiling.patch_size == 512 and cfg.tiling.mask.method == "otsu"
+    assert cfg.tiling.patch_size == 1024 and cfg.tiling.mask.method == "otsu" and cfg.inference.backend == "auto"
     assert cfg.report.class_min_cells["HSIL"] == 1
 
 
@@ -15,7 +15,7 @@ def test_user_file_overrides_only_given_keys(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("tiling:\n  overlap: 32\n  mask: {dilate_um: 10}\n")
     cfg = load_config(f)
-    assert cfg.tiling.overlap == 32 and cfg.tiling.mask.dilate_um == 10.0 and cfg.tiling.patch_size == 512
+    assert cfg.tiling.overlap == 32 and cfg.tiling.mask.dilate_um == 10.0 and cfg.tiling.patch_size == 1024
 
 
 @pytest.mark.parametrize(
@@ -23,7 +23,8 @@ def test_user_file_overrides_only_given_keys(tmp_path):
     [
         ("tiling:\n  patchsize: 3\n", "unknown key 'tiling.patchsize'"),
         ("tiling:\n  patch_size: big\n", "'tiling.patch_size' must be an integer"),
-        ("tiling:\n  overlap: 600\n", "overlap must be"),
+        ("tiling:\n  overlap: 1100\n", "overlap must be"),
+        ("inference:\n  backend: tensorrt\n", "inference.backend must be auto, torch, onnxruntime"),
         ("tiling: [1, 2\n", "not valid YAML"),
         ("- 1\n", "top level must be a mapping"),
     ],

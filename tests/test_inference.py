@@ -99,15 +99,20 @@ def test_missing_store_is_refused(tmp_path):
         detect_store(tmp_path / "nothing.zarr", "model.pt", tmp_path / "o", CPU)
 
 
-@pytest.mark.parametrize("meta_change,message", [({"target_mpp": 0.25}, "trained at 0.25 um/px"),
-                                                  ({"patch_size": 256}, "expects 256 px patches")])
-def test_model_and_store_mismatch_is_one_clear_error(tmp_path, meta_change, message):
+def test_model_and_store_resolution_mismatch_is_one_clear_error(tmp_path):
     store, gt, labels = _scene(tmp_path, 0.5, 0.5, n_cells=5, size=(400, 300))
     model = stand_in_model(GroundTruthDetector(store, gt, labels), 0.5, 128)
-    model.meta.update(meta_change)
-    with pytest.raises(ArtifactError, match=message) as info:
+    model.meta.update({"target_mpp": 0.25})
+    with pytest.raises(ArtifactError, match="trained at 0.25 um/px") as info:
         detect_store(store.path, model, tmp_path / "o", CPU)
     assert "\n" not in str(info.value)
+
+
+def test_tiles_other_than_the_training_patch_are_accepted_and_the_training_patch_recorded(tmp_path):
+    store, gt, labels = _scene(tmp_path, 0.5, 0.5, n_cells=5, size=(400, 300))
+    model = stand_in_model(GroundTruthDetector(store, gt, labels), 0.5, 256)  # trained on 256 px, tiles are 128 px
+    det = read_detections(detect_store(store.path, model, tmp_path / "o", CPU, progress=False).detections_path)
+    assert len(det) == len(gt) and det.meta.model.patch_size == 256 and det.meta.store.patch_size == 128
 
 
 def test_slide_without_cells_gives_a_complete_empty_table(tmp_path):

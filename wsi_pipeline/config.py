@@ -6,7 +6,7 @@ defaults live in ``configs/default.yaml`` and a user file only needs the keys it
 Example:
     >>> cfg = load_config()                      # the defaults
     >>> cfg.tiling.patch_size, cfg.tiling.target_mpp
-    (512, 0.5)
+    (1024, 0.5)
     >>> cfg = load_config(overrides={"tiling": {"overlap": 64}})
     >>> cfg.tiling.overlap
     64
@@ -45,7 +45,7 @@ class MaskConfig:
 @dataclass
 class TilingConfig:
     target_mpp: float = 0.5
-    patch_size: int = 512
+    patch_size: int = 1024  # inference tile side at target_mpp, independent of the model's training patch
     overlap: int = 128
     codec: str = "jpeg"  # jpeg | zstd | none
     jpeg_quality: int = 90
@@ -226,6 +226,7 @@ def _check_classes(cfg: PipelineConfig, source: str) -> None:
 
 SCHEDULERS = ("threads", "processes", "synchronous", "distributed")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+BACKENDS = ("auto", "torch", "onnxruntime")
 _CLUSTER_ADDRESS = re.compile(r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -281,6 +282,8 @@ def _check_ranges(cfg: PipelineConfig, source: str) -> None:
         (cfg.inference.precision in PRECISIONS,
          f"inference.precision must be {', '.join(PRECISIONS)}, got {cfg.inference.precision!r}"),
         (cfg.inference.num_threads >= 0, f"inference.num_threads must be >= 0 (0: all cores), got {cfg.inference.num_threads}"),
+        (cfg.inference.backend in BACKENDS,
+         f"inference.backend must be {', '.join(BACKENDS)}, got {cfg.inference.backend!r}"),
         (0 <= cfg.inference.nms_iou <= 1, "inference.nms_iou must be in [0, 1]"),
         (0 < cfg.inference.cut_cell_ios <= 1, "inference.cut_cell_ios must be in (0, 1]"),
         (0 <= cfg.inference.score_threshold <= 1, "inference.score_threshold must be in [0, 1]"),

@@ -241,7 +241,8 @@ def _run_stages(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOption
     from .tiling import tile_slide
 
     timings: dict[str, float] = {}
-    tiling = tiling_for_model(cfg.tiling, model_meta(opts.model))
+    meta = model_meta(opts.model)
+    tiling = _fit_slide(slide, tiling_for_model(cfg.tiling, meta), opts.mpp, int(meta.patch_size))
     if opts.workers is not None:
         tiling = replace(tiling, workers=opts.workers)
     if opts.scheduler:
@@ -293,23 +294,53 @@ def store_estimate(sl: Any, tiling: TilingConfig) -> tuple[int, float]:
 
 
 def tiling_for_model(tiling: TilingConfig, model_meta: ModelMeta | Mapping[str, Any]) -> TilingConfig:
-    """Tiling settings matching a detector: its patch size and resolution, the same physical overlap.
+    """Tiling settings for a detector: its resolution, the configured tile size, the same physical overlap.
 
-    The configured overlap is in px at the configured ``target_mpp``; it is rescaled so that the
-    overlap keeps its size in micrometres (it must hold the largest cell of interest), and kept
-    below half a patch.
+    The detector's ``target_mpp`` is imposed (it must see pixels of the size it was trained on). Its
+    training patch size is not: the detectors are fully convolutional, so ``tiling.patch_size`` (px at
+    that resolution) is used as it is; larger tiles see fewer pixels twice (docs/inference.md). The
+    configured overlap is in px at the configured ``target_mpp``; it is rescaled so that it keeps its
+    size in micrometres (it must hold the largest cell of interest), and kept below half a tile.
 
     Example:
         >>> meta = ModelMeta(taxonomy=["NILM"], target_mpp=1.0, patch_size=256)
-        >>> t = tiling_for_model(TilingConfig(target_mpp=0.5, overlap=128), meta)
+        >>> t = tiling_for_model(TilingConfig(target_mpp=0.5, patch_size=1024, overlap=128), meta)
         >>> t.target_mpp, t.patch_size, t.overlap
-        (1.0, 256, 64)
+        (1.0, 1024, 64)
     """
     meta = model_meta if isinstance(model_meta, ModelMeta) else ModelMeta.from_dict(model_meta, "model")
     target = float(meta.target_mpp)
-    patch = int(meta.patch_size)
+    patch = int(tiling.patch_size)
     overlap = min(round(tiling.overlap * tiling.target_mpp / target), patch // 2 - 1)
     return replace(tiling, target_mpp=target, patch_size=patch, overlap=max(0, overlap))
+
+
+def fit_tile_to_slide(tiling: TilingConfig, width: int, height: int, slide_mpp: float, min_patch: int) -> TilingConfig:
+    """A tile no larger than the slide: a slide (or field image) smaller than one ``tiling.patch_size`` tile
+    gets tiles of its short side (a multiple of 32 px, at least ``min_patch``, the model's training patch),
+    instead of being refused; the overlap stays below half a tile.
+
+    Example:
+        >>> t = fit_tile_to_slide(TilingConfig(patch_size=1024, overlap=128), 1376, 1020, 0.3, 256)
+        >>> t.patch_size, t.overlap
+        (608, 128)
+    """
+    short = int(min(width, height) * slide_mpp / tiling.target_mpp)
+    if short >= tiling.patch_size:
+        return tiling
+    patch = max(min_patch, short // 32 * 32)
+    return replace(tiling, patch_size=patch, overlap=max(0, min(tiling.overlap, patch // 2 - 1)))
+
+
+def _fit_slide(slide: Path, tiling: TilingConfig, mpp: float | None, min_patch: int) -> TilingConfig:
+    """:func:`fit_tile_to_slide` for a slide file (a slide that cannot be opened is reported by tiling)."""
+    from .io import open_slide
+
+    try:
+        with open_slide(slide, mpp=mpp) as sl:
+            return fit_tile_to_slide(tiling, *sl.dimensions, sl.mpp[0], min_patch)
+    except WsiError:
+        return tiling
 
 
 def _outcome_from_report(outcome: SlideOutcome, report_json: Path, status: str) -> SlideOutcome:
@@ -395,13 +426,14 @@ def plan(slides: list[Path], cfg: PipelineConfig, model_meta: ModelMeta | Mappin
     """Dry run: for each slide, the patch grid it would be cut into (an upper bound before masking)."""
     from .io import open_slide
 
-    tiling = tiling_for_model(cfg.tiling, model_meta)
+    meta = model_meta if isinstance(model_meta, ModelMeta) else ModelMeta.from_dict(model_meta, "model")
+    tiling = tiling_for_model(cfg.tiling, meta)
     rows = []
     for s in slides:
         try:
             with open_slide(s, mpp=mpp) as sl:
                 w, h = sl.dimensions
-                n, disk = store_estimate(sl, tiling)
+                n, disk = store_estimate(sl, fit_tile_to_slide(tiling, w, h, sl.mpp[0], int(meta.patch_size)))
                 rows.append({"slide": str(s), "size": f"{w}x{h}", "mpp": round(sl.mpp[0], 4),
                              "max_patches": n, "disk_mb": round(disk / 1e6, 1), "status": "ok"})
         except WsiError as exc:

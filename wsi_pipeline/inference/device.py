@@ -1,13 +1,16 @@
 """Where and how the detector runs: device, precision, batch size and CPU threads.
 
 * Device and precision follow the policy shared with training (``wsi_pipeline.device``).
-* Batch size 0 means: 4 on the CPU (more only adds latency on a few cores), and on a GPU as many
+* Batch size 0 means: on the CPU 4 tiles of 256 px, fewer of larger tiles (one 1024 px tile; larger
+  batches only add latency on a few cores, measured in benchmarks/cpu_tiles.py), and on a GPU as many
   patches as fit into half of the free memory by a conservative per-patch estimate, at most 64.
 
 Example:
-    >>> plan = plan_device("cpu", "auto", batch_size=0, patch_size=512, num_threads=1)
+    >>> plan = plan_device("cpu", "auto", batch_size=0, patch_size=256, num_threads=1)
     >>> plan.device.type, plan.precision, plan.batch_size
     ('cpu', 'fp32', 4)
+    >>> plan_device("cpu", "auto", batch_size=0, patch_size=1024, num_threads=1).batch_size
+    1
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import torch
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import ConfigError
 
-CPU_BATCH = 4
+CPU_BATCH = 4  # tiles of CPU_BATCH_TILE px per forward pass on the CPU; scaled down by tile area
+CPU_BATCH_TILE = 256
 MAX_GPU_BATCH = 64
 # activation memory per 512 px patch for a ResNet-50 FPN one-stage detector at inference, with margin
 GPU_BYTES_PER_512_PATCH = {"fp32": 600e6, "fp16": 320e6, "bf16": 320e6}
@@ -42,7 +46,7 @@ class DevicePlan:
 def auto_batch_size(device: torch.device, precision: str, patch_size: int) -> int:
     """Patches per forward pass when the config says 0 (see the module docstring)."""
     if device.type == "cpu":
-        return CPU_BATCH
+        return max(1, int(CPU_BATCH * (CPU_BATCH_TILE / patch_size) ** 2))
     free, _total = torch.cuda.mem_get_info(device)
     per_patch = GPU_BYTES_PER_512_PATCH[precision] * (patch_size / 512) ** 2
     return int(max(1, min(MAX_GPU_BATCH, (0.5 * free) // per_patch)))

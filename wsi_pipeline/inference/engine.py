@@ -35,6 +35,7 @@ from .device import DevicePlan, plan_device
 from .merge import merge_overlaps, to_level0, touches_patch_border
 from .partial import PartialResults, RawDetections
 from .reader import PrefetchReader, plan_batches
+from .runtime import onnx_network, resolve_backend
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +122,14 @@ def detect_store(
     todo = sum(stop - start for start, stop in batches)
     if done.any():
         log.info("Resuming: %d of %d patches were already processed", int(done.sum()), store.n_patches)
-    log.info("Detecting cells in %d patches on %s (%s, batch %d)", todo, plan.device, plan.precision, plan.batch_size)
-
     detector = loaded.detector
     if isinstance(detector, torch.nn.Module):
         detector.to(plan.device).eval()
+    backend, network = _runtime(cfg, plan, detector, model_path or _path_of(loaded.meta), identity["model_sha256"])
+    log.info("Detecting cells in %d tiles of %d px on %s (%s, %s, batch %d)", todo, store.patch_size, plan.device,
+             backend, plan.precision, plan.batch_size)
     loop_start = time.perf_counter()
-    wait = _run_batches(store, detector, batches, partial, plan, cfg, num_classes, progress)
+    wait = _run_batches(store, detector, batches, partial, plan, cfg, num_classes, progress, network)
     loop_seconds = time.perf_counter() - loop_start
 
     raw = partial.load_all(num_classes)
@@ -136,7 +138,7 @@ def detect_store(
     merged = _merge(raw, store, cfg)
     seconds = time.perf_counter() - t_start
     write_detections(final_path, _to_table(merged, taxonomy), _metadata(store, meta, model_path, plan, cfg, taxonomy,
-                                                                       identity, seconds))
+                                                                       identity, seconds, backend))
     partial.remove()
     rate = todo / loop_seconds if todo and loop_seconds > 0 else 0.0
     log.info("Found %d cells (%d raw boxes before merging overlaps) in %.1f s; wrote %s",
@@ -147,34 +149,53 @@ def detect_store(
 
 
 def check_compatible(meta: ModelMeta, store: PatchSource, model_name: str | Path) -> None:
-    """The detector must see patches at the resolution and size it was trained on."""
+    """The detector must see patches at the resolution it was trained on.
+
+    The tile size is free: the detectors are fully convolutional and their per-image limits grow with
+    the tile's area (``Detector.tile_limits``), so a store cut into tiles larger (or smaller) than the
+    training patch (``meta.patch_size``, recorded in the detections' model section) is accepted.
+    """
     model_mpp = float(meta.target_mpp)
-    model_patch = int(meta.patch_size)
     if abs(model_mpp - store.target_mpp) > MPP_TOLERANCE * model_mpp:
         raise ArtifactError(
             model_name,
             f"model was trained at {model_mpp:g} um/px but the patch store {store.path} has {store.target_mpp:g} um/px; "
             f"tile the slide again with target_mpp {model_mpp:g} or use a matching model",
         )
-    if model_patch != store.patch_size:
-        raise ArtifactError(
-            model_name,
-            f"model expects {model_patch} px patches but the patch store {store.path} has {store.patch_size} px; "
-            f"tile the slide again with patch_size {model_patch} or use a matching model",
-        )
+
+
+def _runtime(cfg: InferenceConfig, plan: DevicePlan, detector: Any, checkpoint: Path | None,
+             sha256: str) -> tuple[str, Any]:
+    """The backend that runs the network (``inference/runtime.py``) and, for onnxruntime, its network."""
+    backend = resolve_backend(cfg.backend, plan.device.type)
+    if backend != "onnxruntime":
+        return backend, None
+    network = onnx_network(detector, checkpoint, sha256, plan.num_threads)
+    return ("onnxruntime", network) if network is not None else ("torch", None)
+
+
+def _path_of(meta: Mapping[str, Any]) -> Path | None:
+    """The checkpoint file of a loaded model (``load_checkpoint`` records it), if it still exists."""
+    path = meta.get("path")
+    return Path(path) if path and Path(path).is_file() else None
 
 
 def _run_batches(store: PatchSource, detector: Predictor, batches: list[tuple[int, int]], partial: PartialResults,
-                 plan: DevicePlan, cfg: InferenceConfig, num_classes: int, progress: bool) -> float:
-    """Predict every batch and save its level-0 boxes; returns seconds spent waiting for data."""
+                 plan: DevicePlan, cfg: InferenceConfig, num_classes: int, progress: bool, network: Any = None) -> float:
+    """Predict every batch and save its level-0 boxes; returns seconds spent waiting for data.
+    ``network``: an exported runtime replacing the detector's own network (None: the detector as it is)."""
+    extra = {"network": network} if network is not None else {}
     on_gpu = plan.device.type == "cuda"
     total = sum(stop - start for start, stop in batches)
     with PrefetchReader(store.patches, batches, cfg.prefetch_batches, pin_memory=on_gpu) as reader, \
             progress_bar(total=total, unit="patch", desc="detecting", disable=not progress) as bar, torch.inference_mode():
         for batch in reader:
             images = batch.images.to(plan.device, non_blocking=True)
-            with plan.autocast():
-                outputs = detector.predict(images, score_threshold=cfg.score_threshold)
+            outputs = []
+            for first in range(0, len(images), plan.batch_size):  # a stored chunk may hold more tiles than a pass
+                with plan.autocast():
+                    outputs += detector.predict(images[first:first + plan.batch_size],
+                                                score_threshold=cfg.score_threshold, **extra)
             raw = _batch_to_level0(outputs, batch.start, store, num_classes)
             partial.save(batch.start, batch.stop, raw)
             bar.update(batch.stop - batch.start)
@@ -221,7 +242,7 @@ def _to_table(raw: RawDetections, taxonomy: list[str]) -> Detections:
 
 
 def _metadata(store: PatchSource, meta: ModelMeta, model_path: Path | None, plan: DevicePlan, cfg: InferenceConfig,
-              taxonomy: list[str], identity: dict[str, Any], seconds: float) -> DetectionsMeta:
+              taxonomy: list[str], identity: dict[str, Any], seconds: float, backend: str = "torch") -> DetectionsMeta:
     return DetectionsMeta(
         complete=True,
         taxonomy=taxonomy,
@@ -231,7 +252,7 @@ def _metadata(store: PatchSource, meta: ModelMeta, model_path: Path | None, plan
         inference=InferenceRecord(
             device=plan.device.type, precision=plan.precision, batch_size=plan.batch_size,
             seconds=round(seconds, 3), score_threshold=cfg.score_threshold, nms_iou=cfg.nms_iou,
-            cut_cell_ios=cfg.cut_cell_ios, software=f"wsi_pipeline {__version__}",
+            cut_cell_ios=cfg.cut_cell_ios, software=f"wsi_pipeline {__version__}", backend=backend,
         ),
         identity=identity,
     )

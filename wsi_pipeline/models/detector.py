@@ -23,19 +23,25 @@ Example:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import boxes as box_ops
 
 from .backbones import build_backbone
 from .families import FAMILIES
+from .heads import FPN_STRIDES
 from .spec import DetectorSpec
 
 
 # ------------------------------------------------------------------ detector
+
+SIZE_DIVISIBLE = 32  # inputs are zero-padded to a multiple of this, as torchvision's transform does
 
 
 class Detector(nn.Module):
@@ -68,53 +74,87 @@ class Detector(nn.Module):
             raise ValueError(f"float images must have shape (B, 3, H, W), got {tuple(images.shape)}")
         return images.float()
 
+    def normalise(self, images: Tensor) -> Tensor:
+        """Float ``(B, 3, H, W)`` in 0..1 -> the network's input: normalised with the spec's mean and std and
+        zero-padded on the right and bottom to a multiple of :data:`SIZE_DIVISIBLE` (as torchvision's transform
+        pads). Never resized: the detector is fully convolutional, so a tile of any size at the training
+        resolution is seen as the training patches were (no resize happened there either: the training
+        patch side is ``spec.image_size``)."""
+        mean = torch.tensor(self.spec.image_mean, device=images.device, dtype=images.dtype)[None, :, None, None]
+        std = torch.tensor(self.spec.image_std, device=images.device, dtype=images.dtype)[None, :, None, None]
+        x = (images - mean) / std
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % SIZE_DIVISIBLE, -w % SIZE_DIVISIBLE
+        return nn.functional.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+    def head_outputs(self, normalised: Tensor) -> dict[str, Tensor]:
+        """The network alone: normalised padded images -> the head's outputs, anchors of all levels flattened
+        (``cls_logits`` (B, A, C), ``bbox_regression`` (B, A, 4), and FCOS's ``bbox_ctrness`` (B, A, 1)).
+        This is the part an exported runtime replaces (``wsi_pipeline.inference.runtime``)."""
+        return self.model.head(list(self.model.backbone(normalised).values()))
+
+    def level_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Feature map sizes of the FPN levels for a padded input of ``height`` x ``width`` (P3-P7: strides
+        8-32 from the backbone, then two stride-2 convolutions, ``ceil`` each)."""
+        sizes = [(height // s, width // s) for s in FPN_STRIDES[:3]]
+        for _ in FPN_STRIDES[3:]:
+            h, w = sizes[-1]
+            sizes.append(((h + 1) // 2, (w + 1) // 2))
+        return sizes
+
+    def tile_limits(self, height: int, width: int) -> tuple[int, int]:
+        """``(topk_candidates, detections_per_img)`` for a tile of ``height`` x ``width`` px: the spec's limits
+        are per training patch (``image_size`` squared) and grow with the tile's area, so a crowded tile
+        larger than the training patch loses no cells to a limit meant for a small one."""
+        factor = max(1.0, height * width / float(self.spec.image_size) ** 2)
+        return int(math.ceil(self.spec.topk_candidates * factor)), int(math.ceil(self.spec.detections_per_img * factor))
+
     @torch.no_grad()
-    def predict(self, images: Tensor, score_threshold: float = 0.05) -> list[dict[str, Tensor]]:
-        """Detect cells in a batch of patches.
+    def predict(self, images: Tensor, score_threshold: float = 0.05,
+                network: Callable[[Tensor], dict[str, Tensor]] | None = None) -> list[dict[str, Tensor]]:
+        """Detect cells in a batch of patches (tiles) of any size at the training resolution.
 
         Returns one dict per image: ``boxes`` (K, 4) float xyxy in patch pixels, ``scores`` (K,)
         the best class score, ``labels`` (K,) its class index and ``class_scores`` (K, C) the
         sigmoid score of every class. Anchors are ranked by their best class score, the top
-        ``spec.topk_candidates`` above ``score_threshold`` are decoded and merged by class-aware NMS.
+        ``topk_candidates`` above ``score_threshold`` are decoded and merged by class-aware NMS, and
+        ``detections_per_img`` are kept; both limits scale with the tile's area (:meth:`tile_limits`).
+        ``network`` replaces :meth:`head_outputs` (an exported runtime); the post-processing is the same.
         """
         was_training = self.training
         self.eval()
         try:
             device = next(self.parameters()).device
             batch = self.as_float_images(images.to(device))
-            original_sizes = [tuple(img.shape[-2:]) for img in batch]
-            image_list, _ = self.model.transform(list(batch))
-            features = list(self.model.backbone(image_list.tensors).values())
-            head = self.model.head(features)
-            anchors = self.model.anchor_generator(image_list, features)
+            height, width = batch.shape[-2:]
+            normalised = self.normalise(batch)
+            head = (network or self.head_outputs)(normalised)
+            image_list = ImageList(normalised, [(height, width)] * len(batch))
+            grids = [torch.empty((1, 0, h, w), device=device) for h, w in self.level_sizes(*normalised.shape[-2:])]
+            anchors = self.model.anchor_generator(image_list, grids)
+            if anchors[0].shape[0] != head["cls_logits"].shape[1]:
+                raise RuntimeError(f"{anchors[0].shape[0]} anchors for {head['cls_logits'].shape[1]} head outputs")
             scores = FAMILIES[self.spec.detector].ranking_scores(head)
-            results = []
-            for i, (resized, original) in enumerate(zip(image_list.image_sizes, original_sizes)):
-                results.append(
-                    self._postprocess(
-                        scores[i], head["bbox_regression"][i].float(), anchors[i], resized, original, score_threshold
-                    )
-                )
-            return results
+            limits = self.tile_limits(height, width)
+            return [self._postprocess(scores[i], head["bbox_regression"][i].float(), anchors[i], (height, width),
+                                      score_threshold, *limits) for i in range(len(batch))]
         finally:
             self.train(was_training)
 
     def _postprocess(
-        self, scores: Tensor, regression: Tensor, anchors: Tensor, resized: tuple[int, int],
-        original: tuple[int, int], score_threshold: float,
+        self, scores: Tensor, regression: Tensor, anchors: Tensor, size: tuple[int, int], score_threshold: float,
+        topk_candidates: int, detections_per_img: int,
     ) -> dict[str, Tensor]:
         best, labels = scores.max(dim=1)
         keep = torch.where(best > score_threshold)[0]
-        if keep.numel() > self.spec.topk_candidates:
-            keep = keep[best[keep].topk(self.spec.topk_candidates).indices]
+        if keep.numel() > topk_candidates:
+            keep = keep[best[keep].topk(topk_candidates).indices]
         boxes = FAMILIES[self.spec.detector].decode(self.model, regression[keep], anchors[keep])
-        boxes = box_ops.clip_boxes_to_image(boxes, resized)
+        boxes = box_ops.clip_boxes_to_image(boxes, size)
         nms_keep = box_ops.batched_nms(boxes, best[keep], labels[keep], self.spec.nms_iou)
-        nms_keep = nms_keep[: self.spec.detections_per_img]
+        nms_keep = nms_keep[:detections_per_img]
         idx = keep[nms_keep]
-        ratio_h, ratio_w = original[0] / resized[0], original[1] / resized[1]
-        boxes = boxes[nms_keep] * torch.tensor([ratio_w, ratio_h, ratio_w, ratio_h], device=boxes.device)
-        return {"boxes": boxes, "scores": best[idx], "labels": labels[idx], "class_scores": scores[idx]}
+        return {"boxes": boxes[nms_keep], "scores": best[idx], "labels": labels[idx], "class_scores": scores[idx]}
 
 
 def build_detector(spec: DetectorSpec, criterion: nn.Module, backbone_weights: str | Path | None = None) -> Detector:

@@ -190,6 +190,7 @@ class InferenceRecord(Contract):
     nms_iou: float | None = None
     cut_cell_ios: float | None = None
     software: str = ""
+    backend: str = ""  # torch | onnxruntime: what ran the network (docs/inference.md); "" in older tables
 
 
 @dataclass
