@@ -101,6 +101,14 @@ def score_model(model: Path, out: Path, fields: list[Path], demo: bool) -> dict:
     return record
 
 
+def model_label(model: str) -> str:
+    """``bundled`` for the package's model, else the run folder of a ``model.pt`` (or the file name)."""
+    path = Path(model)
+    if path.name == starter_model_path().name:
+        return "bundled"
+    return path.parent.name if path.name == "model.pt" else path.name
+
+
 def summary_table(records: list[dict]) -> str:
     """One markdown row per model: the issue's targets."""
     lines = ["| model | abnormal found | NILM flagged | high grade as high grade | squamous counted / annotated | "
@@ -109,7 +117,7 @@ def summary_table(records: list[dict]) -> str:
     for r in records:
         h, c, t = r["cric_val"]["hits"], r["cric_val"], r["tct_marked"]
         demo = f"{r['demo']['found']}/{r['demo']['planted']}" if "demo" in r else "-"
-        lines.append(f"| {Path(r['model']).name if r['model'] != str(starter_model_path()) else 'v2 (bundled)'} "
+        lines.append(f"| {model_label(r['model'])} "
                      f"| {h['abnormal_found']}/{h['abnormal_total']} ({h['abnormal_recall']:.2f}) "
                      f"| {h['nilm_flagged']}/{h['nilm_total']} ({h['nilm_flagged_fraction']:.2f}) "
                      f"| {h['high_grade_found']}/{h['high_grade_total']} ({h['high_grade_recall']:.2f}) "
