@@ -7,7 +7,7 @@ from wsi_pipeline.taxonomy import load_taxonomy
 
 def test_defaults_load():
     cfg = load_config()
-    assert cfg.tiling.patch_size == 1024 and cfg.tiling.mask.method == "otsu" and cfg.inference.backend == "auto"
+    assert cfg.tiling.patch_size == 256 and cfg.tiling.mask.method == "otsu" and cfg.inference.backend == "auto"
     assert cfg.report.class_min_cells["HSIL"] == 1
 
 
@@ -15,7 +15,7 @@ def test_user_file_overrides_only_given_keys(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("tiling:\n  overlap: 32\n  mask: {dilate_um: 10}\n")
     cfg = load_config(f)
-    assert cfg.tiling.overlap == 32 and cfg.tiling.mask.dilate_um == 10.0 and cfg.tiling.patch_size == 1024
+    assert cfg.tiling.overlap == 32 and cfg.tiling.mask.dilate_um == 10.0 and cfg.tiling.patch_size == 256
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ defaults live in ``configs/default.yaml`` and a user file only needs the keys it
 Example:
     >>> cfg = load_config()                      # the defaults
     >>> cfg.tiling.patch_size, cfg.tiling.target_mpp
-    (1024, 0.5)
+    (256, 0.5)
     >>> cfg = load_config(overrides={"tiling": {"overlap": 64}})
     >>> cfg.tiling.overlap
     64
@@ -45,7 +45,7 @@ class MaskConfig:
 @dataclass
 class TilingConfig:
     target_mpp: float = 0.5
-    patch_size: int = 1024  # inference tile side at target_mpp, independent of the model's training patch
+    patch_size: int = 256  # inference tile side at target_mpp, independent of the model's training patch
     overlap: int = 128
     codec: str = "jpeg"  # jpeg | zstd | none
     jpeg_quality: int = 90

@@ -1,0 +1,183 @@
+"""Issue 23: detection speed per mm² of old tiling (tile = 256 px training patch, eager torch) against the new
+defaults (1024 px tiles, onnxruntime), in the same run, and the abnormal-cell recall of both on the 8 CRIC fields.
+
+Three parts, all on real cells and the bundled starter model (or ``--model``):
+
+1. ``wsi-run``'s per-slide path (tiling -> detection -> report) on the CRIC mosaic (8 real fields side by side,
+   ``real_fields.write_cric_mosaic``) with the old settings (``tiling.patch_size: 256``, ``inference.backend:
+   torch``) and with the new defaults: cell area (mm², from the tissue mask) per second of the three stages.
+2. Abnormal-cell recall (ASC-US, LSIL nuclei found at the report thresholds) and NILM nuclei flagged on the
+   8 annotated CRIC fields, old against new, plus how many detections counted at the report thresholds agree.
+3. The network alone on tiles of the real TCT field: tile size x backend, batch and threads (the settings
+   ``inference/device.py`` picks), as effective mm²/s (each tile adds ``(tile - overlap)²`` of new area).
+
+    python benchmarks/cpu_tiles.py                      # everything, 2-core CPU: a few minutes
+    python benchmarks/cpu_tiles.py --skip-fields        # only 1 and 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from end_to_end import field_patches  # noqa: E402
+from real_fields import CRIC_MPP, cric_fields, write_cric_mosaic  # noqa: E402
+
+from wsi_pipeline.aggregate.summary import class_thresholds  # noqa: E402
+from wsi_pipeline.config import load_config  # noqa: E402
+from wsi_pipeline.datasets.annotations import load_annotations  # noqa: E402
+from wsi_pipeline.inference.runtime import onnx_network  # noqa: E402
+from wsi_pipeline.models.bundled import starter_model_path  # noqa: E402
+from wsi_pipeline.models.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations  # noqa: E402
+from wsi_pipeline.models.checkpoint import load_checkpoint  # noqa: E402
+from wsi_pipeline.pipeline import RunOptions, run_slide  # noqa: E402
+from wsi_pipeline.store.detections import read_detections  # noqa: E402
+from wsi_pipeline.synth.config import load_synth_config  # noqa: E402
+from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
+
+SETTINGS = {
+    "old (256 px tiles = training patch, torch)": {"tiling": {"patch_size": 256}, "inference": {"backend": "torch"}},
+    "new defaults": {},
+}
+
+
+def run(image: Path, out: Path, model: Path, overrides: dict) -> tuple[Path, dict]:
+    cfg = load_config(overrides={**overrides, "tiling": {**overrides.get("tiling", {}), "scheduler": "threads"}})
+    outcome = run_slide(image, out, cfg, RunOptions(model=model, mpp=CRIC_MPP, progress=False, force=True, device="cpu"))
+    if not outcome.ok:
+        raise SystemExit(f"error: {image}: {outcome.reason}")
+    return Path(outcome.out_dir), outcome.timings
+
+
+def mosaic_speed(model: Path, out: Path) -> dict:
+    mosaic = write_cric_mosaic(out)
+    rows = {}
+    for name, overrides in SETTINGS.items():
+        folder, timings = run(mosaic, out / name.split()[0], model, overrides)
+        report = json.loads((folder / "report.json").read_text())
+        area = float(report["tiling"].get("cell_area_mm2") or 0.0)
+        seconds = sum(timings[k] for k in ("tiling_s", "detection_s", "report_s"))
+        det = read_detections(folder / "detections.parquet")
+        rows[name] = {"tiles": int(report["tiling"]["n_patches"]), "tile_px": int(report["tiling"]["patch_size"]),
+                      "cell_area_mm2": round(area, 3), **timings, "mm2_per_s": round(area / seconds, 4),
+                      "backend": det.meta.inference.backend, "category": report["category"]["name"]}
+    return rows
+
+
+def field_recall(model: Path, out: Path) -> dict:
+    taxonomy = load_taxonomy()
+    thresholds, _ = class_thresholds(taxonomy, load_config().report)
+    aliases = load_synth_config(None, taxonomy).label_aliases
+    result = {}
+    counted: dict[str, list[np.ndarray]] = {}
+    for name, overrides in SETTINGS.items():
+        pooled = NucleusHitResult()
+        counted[name] = []
+        for image in cric_fields():
+            folder, _ = run(image, out / "fields" / name.split()[0], model, overrides)
+            det = read_detections(folder / "detections.parquet")
+            truth = truth_from_annotations(load_annotations(image.with_suffix(".geojson"), taxonomy, aliases))
+            pooled = pooled.add(nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth))
+            keep = det.scores >= np.array([thresholds[int(c)] for c in det.labels]) if len(det) else np.zeros(0, bool)
+            counted[name].append(np.c_[det.boxes[keep], det.labels[keep]])
+        d = pooled.to_dict()
+        result[name] = {"abnormal_found": f"{pooled.abnormal_found}/{pooled.abnormal_total}",
+                        "abnormal_recall": round(pooled.abnormal_found / max(1, pooled.abnormal_total), 3),
+                        "nilm_flagged": f"{pooled.nilm_flagged}/{pooled.nilm_total}", "detail": d}
+    old, new = counted.values()
+    same = total_old = total_new = 0
+    for a, b in zip(old, new):  # counted cells of one run with a same-class counted cell of the other (IoU >= 0.5)
+        total_old, total_new = total_old + len(a), total_new + len(b)
+        if len(a) and len(b):
+            from torchvision.ops import box_iou  # noqa: PLC0415
+
+            iou = box_iou(torch.from_numpy(a[:, :4]).float(), torch.from_numpy(b[:, :4]).float()).numpy()
+            iou[a[:, 4][:, None] != b[:, 4][None, :]] = 0
+            same += int((iou.max(axis=1) >= 0.5).sum())
+    result["counted_cells"] = {"old": total_old, "new": total_new, "old_with_a_match_in_new": same}
+    return result
+
+
+def network_alone(model: Path, overlap: int = 128) -> list[dict]:
+    loaded = load_checkpoint(model)
+    det = loaded.detector
+    rows = []
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        ort = onnx_network(det, model, loaded.meta["sha256"], threads)
+        configs = [("torch", 256, 4), ("onnxruntime", 256, 4), ("onnxruntime", 512, 1), ("onnxruntime", 768, 1),
+                   ("onnxruntime", 1024, 1), ("onnxruntime", 1024, 2)] if threads == 2 else [("onnxruntime", 1024, 1)]
+        for backend, tile, batch in configs:
+            n = max(batch * 2, 4 if tile <= 512 else 2)
+            tiles = field_patches(n, tile)
+            kw = {"network": ort} if backend == "onnxruntime" else {}
+            with torch.inference_mode():
+                det.predict(tiles[:batch], **kw)
+                started = time.perf_counter()
+                for s in range(0, n, batch):
+                    det.predict(tiles[s:s + batch], **kw)
+                per_tile = (time.perf_counter() - started) / n
+            new_mm2 = ((tile - overlap) * 0.5e-3) ** 2
+            rows.append({"backend": backend, "tile": tile, "batch": batch, "threads": threads,
+                         "s_per_tile": round(per_tile, 3), "mm2_per_s": round(new_mm2 / per_tile, 4)})
+            print(f"  {backend:12s} tile {tile:5d} batch {batch} threads {threads}: {per_tile:6.2f} s/tile, "
+                  f"{new_mm2 / per_tile:.4f} mm2/s", flush=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=None, help="checkpoint (default: bundled starter model)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cpu_tiles")
+    ap.add_argument("--skip-fields", action="store_true", help="no recall on the 8 CRIC fields")
+    ap.add_argument("--skip-network", action="store_true", help="no network-alone table")
+    ap.add_argument("--tile", type=int, default=None, help="tile px of the new settings (default: the config's)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if args.tile:
+        SETTINGS.pop("new defaults")
+        SETTINGS[f"new, {args.tile} px tiles"] = {"tiling": {"patch_size": args.tile}}
+    logging.basicConfig(level=logging.WARNING)
+    model = args.model or starter_model_path()
+    record: dict = {"cpu_cores": os.cpu_count(), "model": str(model)}
+    print(f"model {model.name}, {os.cpu_count()} CPU cores\n\n3. network + post-processing alone, real TCT field tiles:")
+    record["network_alone"] = [] if args.skip_network else network_alone(model)
+    print("\n1. wsi-run on the CRIC mosaic (8 real fields, 0.30 um/px):")
+    record["mosaic"] = mosaic_speed(model, args.out)
+    for name, row in record["mosaic"].items():
+        print(f"  {name:44s} {row['tiles']:4d} tiles of {row['tile_px']} px, {row['backend']:11s} tiling {row['tiling_s']:6.1f} s, "
+              f"detection {row['detection_s']:6.1f} s, report {row['report_s']:5.1f} s: {row['mm2_per_s']:.4f} mm2/s "
+              f"({row['cell_area_mm2']} mm2), call {row['category']}")
+    old, new = record["mosaic"].values()
+    print(f"  new / old: {new['mm2_per_s'] / old['mm2_per_s']:.2f}x mm2/s")
+    if not args.skip_fields:
+        print("\n2. the 8 annotated CRIC fields, report thresholds:")
+        record["fields"] = field_recall(model, args.out)
+        for name in SETTINGS:
+            r = record["fields"][name]
+            print(f"  {name:44s} abnormal nuclei found {r['abnormal_found']} (recall {r['abnormal_recall']}), "
+                  f"NILM flagged {r['nilm_flagged']}")
+        c = record["fields"]["counted_cells"]
+        print(f"  counted cells: old {c['old']}, new {c['new']}; old ones with a same-class new one (IoU >= 0.5): "
+              f"{c['old_with_a_match_in_new']}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
