@@ -152,7 +152,7 @@ def read_point_rows(path: str | Path) -> dict[str, list[dict[str, str]]]:
         >>> import tempfile, os
         >>> with tempfile.TemporaryDirectory() as d:
         ...     p = os.path.join(d, "cells.csv")
-        ...     _ = open(p, "w").write("image,x,y,label\na.jpg,10,20,HSIL\na.jpg,30,5,NILM\nb.jpg,1,2,LSIL\n")
+        ...     _ = open(p, "w").write("image,x,y,label\\na.jpg,10,20,HSIL\\na.jpg,30,5,NILM\\nb.jpg,1,2,LSIL\\n")
         ...     {k: len(v) for k, v in read_point_rows(p).items()}
         {'a': 2, 'b': 1}
     """
@@ -185,7 +185,7 @@ def load_point_csv(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str]
         >>> import tempfile, os
         >>> with tempfile.TemporaryDirectory() as d:
         ...     p = os.path.join(d, "cells.csv")
-        ...     _ = open(p, "w").write("image,x,y,label\nf1.jpg,10,20,HSIL\nf2.jpg,3,4,LSIL\n")
+        ...     _ = open(p, "w").write("image,x,y,label\\nf1.jpg,10,20,HSIL\\nf2.jpg,3,4,LSIL\\n")
         ...     load_point_csv(p, load_taxonomy(), {}, image="f1.jpg")
         [Annotation(box=(10.0, 20.0, 10.0, 20.0), class_name='HSIL')]
     """
