@@ -81,14 +81,17 @@ def test_wsi_run_without_model_reports_on_a_cric_mosaic(tmp_path, cytology_dir):
     mosaic = np.hstack([cv2.imread(str(f)) for f in fields])
     image = tmp_path / "cric_mosaic.png"
     cv2.imwrite(str(image), mosaic)
+    config = tmp_path / "smear.yaml"
+    config.write_text("report:\n  preparation: conventional\n")  # CRIC fields are conventional smears
     out = tmp_path / "out"
     assert run_main([str(image), "--mpp", "0.3", "--out", str(out), "--device", "cpu", "--no-progress",
-                     "--scheduler", "threads"]) == 0
+                     "--scheduler", "threads", "--config", str(config)]) == 0
     report = json.loads((out / "cric_mosaic" / "report.json").read_text())
     assert report["model"]["file"] == starter_model_path().name
     assert report["model"]["sha256"] and report["tiling"]["target_mpp"] == 0.5
     assert report["specimen"]["status"] == "ok"  # a Pap preparation, so a category is given
     assert report["category"]["name"] in load_taxonomy().names
+    assert report["adequacy"]["minimum"] == 8000 and "conventional" in report["adequacy"]["minimum_source"]
 
 
 @pytest.mark.slow
@@ -101,7 +104,9 @@ def test_demo_uses_held_out_real_crops_and_trains_nothing(tmp_path, cytology_dir
                      "--device", "cpu", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "real held-out crops" in printed and "planted high-grade cells" in printed
-    assert not (tmp_path / "cache").exists()  # nothing trained or cached
+    cached = sorted(p.relative_to(tmp_path / "cache") for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    # nothing trained: the cache holds at most the model's ONNX export for the CPU runtime
+    assert all(p.parts[0] == "onnx" and p.suffix == ".onnx" for p in cached), cached
     report = json.loads((tmp_path / "demo" / "demo_tct" / "report.json").read_text())
     assert report["model"]["file"] == starter_model_path().name
 

@@ -42,6 +42,7 @@ from .spec import DetectorSpec
 # ------------------------------------------------------------------ detector
 
 SIZE_DIVISIBLE = 32  # inputs are zero-padded to a multiple of this, as torchvision's transform does
+MIN_INPUT_SIDE = 2 * FPN_STRIDES[-1]  # px: two cells of the coarsest level (P7); smaller tiles are zero-padded up to it
 
 
 class Detector(nn.Module):
@@ -77,14 +78,16 @@ class Detector(nn.Module):
     def normalise(self, images: Tensor) -> Tensor:
         """Float ``(B, 3, H, W)`` in 0..1 -> the network's input: normalised with the spec's mean and std and
         zero-padded on the right and bottom to a multiple of :data:`SIZE_DIVISIBLE` (as torchvision's transform
-        pads). Never resized: the detector is fully convolutional, so a tile of any size at the training
+        pads), and to at least :data:`MIN_INPUT_SIDE` (a tile cut from a small image). Never resized: the detector is fully convolutional, so a tile of any size at the training
         resolution is seen as the training patches were (no resize happened there either: the training
         patch side is ``spec.image_size``)."""
         mean = torch.tensor(self.spec.image_mean, device=images.device, dtype=images.dtype)[None, :, None, None]
         std = torch.tensor(self.spec.image_std, device=images.device, dtype=images.dtype)[None, :, None, None]
         x = (images - mean) / std
         h, w = x.shape[-2:]
-        pad_h, pad_w = -h % SIZE_DIVISIBLE, -w % SIZE_DIVISIBLE
+        # at least two cells of the coarsest level: its group norm needs more than one value per channel
+        pad_h = max(-h % SIZE_DIVISIBLE, MIN_INPUT_SIDE - h)
+        pad_w = max(-w % SIZE_DIVISIBLE, MIN_INPUT_SIDE - w)
         return nn.functional.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
 
     def head_outputs(self, normalised: Tensor) -> dict[str, Tensor]:
