@@ -77,7 +77,7 @@ def cric(model: Path, out: Path, taxonomy, thresholds, fields: list[Path] | None
 def write_cric_mosaic(out: Path, columns: int = 4, fields: list[Path] | None = None) -> Path:
     """CRIC ``fields`` (default: all 8, 4 x 2) side by side as one PNG image; its pixel size is CRIC_MPP."""
     images = [cv2.imread(str(p)) for p in fields or cric_fields()]
-    h, w = images[0].shape[:2]
+    h, w = max(i.shape[0] for i in images), max(i.shape[1] for i in images)  # fields may differ by a pixel
     columns = min(columns, len(images))
     rows = -(-len(images) // columns)
     mosaic = np.full((rows * h, columns * w, 3), 255, np.uint8)
