@@ -32,6 +32,10 @@ EPILOG = """examples:
   wsi data split --cells ../shared/data/cytology/cric_fields/cells.csv --cells ../shared/data/cytology/cric_cells/index.csv \
       --out configs/splits/cric.csv
   wsi-run nilm_slides/ --out results/nilm && wsi data negatives results/nilm --out data/lab_negatives --top 200
+  wsi data annotated-negatives --model starter --points ../shared/data/cytology/cric_fields/cells.csv \
+      --mpp-table ../shared/data/cytology/cric_fields/fields.csv --split configs/splits/cric.csv --out data/cric_neg
+  wsi data crops ../shared/data/cytology/cric_cells/index.csv --mpp 0.30 --split configs/splits/cric.csv \
+      --out data/cric_mosaics --images 300
   wsi train configs/finetune.yaml --data data/lab --data data/lab_negatives --out runs/lab   # train with both
   wsi data preview data/lab                      # data/lab/preview.html: 200 patches, boxes drawn
   wsi data preview data/lab --class HSIL --max-images 50
