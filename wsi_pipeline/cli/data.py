@@ -27,15 +27,11 @@ EPILOG = """examples:
   wsi data build --out data/lab --slide a.svs --annotations a.geojson --slide b.svs --annotations b.xml
   wsi data build --out data/fields --slide field.jpg --annotations field.geojson --mpp 0.3 --target-mpp 0.5
   wsi data build --out data/cric --folder ../shared/data/cytology/cric --mpp 0.3 --target-mpp 0.5  # a.webp + a.geojson ...
-  wsi data build --out data/cric_train --points ../shared/data/cytology/cric_fields/cells.csv \
-      --mpp-table ../shared/data/cytology/cric_fields/fields.csv --split configs/splits/cric.csv --side train
-  wsi data split --cells ../shared/data/cytology/cric_fields/cells.csv --cells ../shared/data/cytology/cric_cells/index.csv \
-      --out configs/splits/cric.csv
+  wsi data build --out data/cric_train --points ../shared/data/cytology/cric_fields/cells.csv --mpp-table ../shared/data/cytology/cric_fields/fields.csv --split configs/splits/cric.csv --side train
+  wsi data split --cells ../shared/data/cytology/cric_fields/cells.csv --cells ../shared/data/cytology/cric_cells/index.csv --out configs/splits/cric.csv
   wsi-run nilm_slides/ --out results/nilm && wsi data negatives results/nilm --out data/lab_negatives --top 200
-  wsi data annotated-negatives --model starter --points ../shared/data/cytology/cric_fields/cells.csv \
-      --mpp-table ../shared/data/cytology/cric_fields/fields.csv --split configs/splits/cric.csv --out data/cric_neg
-  wsi data crops ../shared/data/cytology/cric_cells/index.csv --mpp 0.30 --split configs/splits/cric.csv \
-      --out data/cric_mosaics --images 300
+  wsi data annotated-negatives --model starter --points ../shared/data/cytology/cric_fields/cells.csv --mpp-table ../shared/data/cytology/cric_fields/fields.csv --split configs/splits/cric.csv --out data/cric_neg
+  wsi data crops ../shared/data/cytology/cric_cells/index.csv --mpp 0.30 --split configs/splits/cric.csv --out data/cric_mosaics --images 300
   wsi train configs/finetune.yaml --data data/lab --data data/lab_negatives --out runs/lab   # train with both
   wsi data preview data/lab                      # data/lab/preview.html: 200 patches, boxes drawn
   wsi data preview data/lab --class HSIL --max-images 50
