@@ -31,7 +31,7 @@ from ..fsutil import atomic_write
 from ..progress import progress_bar
 from ..taxonomy import load_taxonomy
 from .annotations import Annotation, categories, class_mapper
-from .layout import start_patch_set, write_patch
+from .layout import coco_box, start_patch_set, write_patch
 from .slides import patch_boxes
 from .split import FieldSplit
 
@@ -170,9 +170,7 @@ def build_crop_mosaics(
         images.append({"id": image_id, "file_name": name, "width": patch_size, "height": patch_size,
                        "slide": "crop_mosaic", "x": 0, "y": 0, "level0_size": patch_size, "rare": True})
         for box, cls in patch_boxes(boxes, 0, 0, patch_size, 1.0, MIN_VISIBLE, 6):
-            anns_out.append({"id": len(anns_out) + 1, "image_id": image_id, "category_id": taxonomy.index(cls) + 1,
-                             "bbox": [box[0], box[1], round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
-                             "area": round((box[2] - box[0]) * (box[3] - box[1]), 2), "iscrowd": 0})
+            anns_out.append(coco_box(len(anns_out) + 1, image_id, taxonomy.index(cls) + 1, box))
     counts = dict.fromkeys(taxonomy.names, 0)
     for a in anns_out:
         counts[taxonomy.names[a["category_id"] - 1]] += 1

@@ -50,3 +50,15 @@ def write_patch(images_dir: Path, name: str, rgb: np.ndarray, jpeg_quality: int)
     """``images_dir/name``, an RGB uint8 patch as JPEG; a one-line :class:`ArtifactError` if it cannot be written."""
     if not cv2.imwrite(str(images_dir / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]):
         raise ArtifactError(images_dir / name, "could not write patch image")
+
+
+def coco_box(annotation_id: int, image_id: int, category_id: int, box: tuple[float, float, float, float]) -> dict:
+    """The COCO annotation of an ``(x0, y0, x1, y1)`` patch-pixel box, as every patch-set writer stores it.
+
+    Example:
+        >>> coco_box(1, 2, 7, (10.0, 20.0, 30.5, 40.0))["bbox"]
+        [10.0, 20.0, 20.5, 20.0]
+    """
+    return {"id": annotation_id, "image_id": image_id, "category_id": category_id,
+            "bbox": [box[0], box[1], round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
+            "area": round((box[2] - box[0]) * (box[3] - box[1]), 2), "iscrowd": 0}

@@ -35,7 +35,7 @@ from ..progress import progress_bar
 from ..store.detections import read_detections
 from ..taxonomy import Taxonomy, load_taxonomy
 from .annotations import categories
-from .layout import start_patch_set, write_patch
+from .layout import coco_box, start_patch_set, write_patch
 
 log = logging.getLogger(__name__)
 
@@ -282,9 +282,7 @@ def mine_annotated_negatives(
                                "call_x": round(call.x, 1), "call_y": round(call.y, 1)})
                 near = [cells[i] for i in np.sort(tree.query(shapely.box(x, y, x + extent, y + extent)))]
                 for box, cls in patch_boxes(near, x, y, extent, scale, 0.5, 6):
-                    anns_out.append({"id": len(anns_out) + 1, "image_id": image_id, "category_id": taxonomy.index(cls) + 1,
-                                     "bbox": [box[0], box[1], round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
-                                     "area": round((box[2] - box[0]) * (box[3] - box[1]), 2), "iscrowd": 0})
+                    anns_out.append(coco_box(len(anns_out) + 1, image_id, taxonomy.index(cls) + 1, box))
             per_slide[slide.name] = len(calls)
             sources.append({"slide": str(slide_path), "annotations": str(ann_path), "mpp": slide.mpp[0],
                             "width": width, "height": height, "patches": len(calls)})

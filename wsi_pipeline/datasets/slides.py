@@ -31,7 +31,7 @@ from ..io import open_slide
 from ..progress import progress_bar
 from ..taxonomy import Taxonomy, load_taxonomy
 from .annotations import Annotation, categories, expand_points, field_id, load_annotations
-from .layout import start_patch_set, write_patch
+from .layout import coco_box, start_patch_set, write_patch
 
 if TYPE_CHECKING:
     from ..synth.config import SynthConfig
@@ -246,10 +246,7 @@ def extract_dataset(
                 images.append({"id": image_id, "file_name": name, "width": patch_size, "height": patch_size,
                                "slide": slide.name, "x": x, "y": y, "level0_size": extent, "rare": is_rare})
                 for box, cls in patch_boxes(near(x, y), x, y, extent, scale, d.min_visible_fraction, d.min_box_px):
-                    anns_out.append({"id": len(anns_out) + 1, "image_id": image_id,
-                                     "category_id": taxonomy.index(cls) + 1,
-                                     "bbox": [box[0], box[1], round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
-                                     "area": round((box[2] - box[0]) * (box[3] - box[1]), 2), "iscrowd": 0})
+                    anns_out.append(coco_box(len(anns_out) + 1, image_id, taxonomy.index(cls) + 1, box))
             n_rare += len(rare_origins)
             n_bg += len(picks)
             sources.append({"slide": str(slide_path), "annotations": str(ann_path), "mpp": slide.mpp[0],
