@@ -85,7 +85,7 @@ def score_model(model: Path, out: Path, fields: list[Path], demo: bool) -> dict:
     taxonomy = load_taxonomy()
     thresholds, _ = class_thresholds(taxonomy, cfg.report)
     started = time.perf_counter()
-    record: dict = {"model": str(model)}
+    record: dict = {"model": portable_path(model)}
     record["cric_val"] = cric_validation(model, out / "cric_val", taxonomy, thresholds, fields)
     t = tct_marked(model, out, taxonomy, thresholds)
     outside = [v["counted_abnormal_outside"] for v in t.values()]
@@ -99,6 +99,18 @@ def score_model(model: Path, out: Path, fields: list[Path], demo: bool) -> dict:
         record["demo"] = {"found": d.recall.found, "planted": d.recall.planted, "category": d.category, "truth": d.truth}
     record["seconds"] = round(time.perf_counter() - started, 1)
     return record
+
+
+def portable_path(model: Path) -> str:
+    """The model's path relative to the project (the bundled one by its place in the package), for records
+    that other machines read."""
+    path = Path(model).resolve()
+    if path.name == starter_model_path().name:
+        return str(starter_model_path().relative_to(ROOT))
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return path.name
 
 
 def model_label(model: str) -> str:
