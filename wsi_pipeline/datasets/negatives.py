@@ -230,6 +230,7 @@ def mine_annotated_negatives(
     """
     import shapely  # noqa: PLC0415
     import torch  # noqa: PLC0415
+    from scipy.spatial import cKDTree  # noqa: PLC0415
 
     from ..models.bundled import starter_model_path  # noqa: PLC0415
     from ..models.checkpoint import load_checkpoint  # noqa: PLC0415
@@ -264,8 +265,8 @@ def mine_annotated_negatives(
             boxes, scores = np.concatenate(boxes), np.concatenate(scores)
             points = np.array([[(a.box[0] + a.box[2]) / 2, (a.box[1] + a.box[3]) / 2] for a in annotations]).reshape(-1, 2)
             centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
-            nearest = (np.sqrt(((centres[:, None, :] - points[None, :, :]) ** 2).sum(-1)).min(axis=1)
-                       if len(points) else np.full(len(centres), np.inf))
+            # a KD-tree, not a calls x cells distance matrix: a whole annotated slide holds tens of thousands of each
+            nearest = cKDTree(points).query(centres)[0] if len(points) else np.full(len(centres), np.inf)
             far = nearest * slide.mpp[0] > far_um
             calls = ranked_calls(boxes, scores, abnormal, top, extent / 2, min_score, keep=far)
             cells = expand_points(annotations, slide.mpp[0], point_box_um)
