@@ -1,0 +1,263 @@
+"""A second look on real cells (issue 22 item 8): the loss benchmark's classifier re-scores a detector's cells.
+
+The long-tail benchmark on real CRIC cells (``benchmarks/longtail_cells.py``) decided for ``eqlv2``: a linear
+sigmoid head on frozen ImageNet EfficientNet-Lite0 features (pooled C5 of a 30 um window at 64 px), trained
+on the ``cric_cells`` crops of the training fields (the ``natural`` distribution, seed 0, its fixed schedule).
+Here that classifier looks again at the candidate cells a detector found, offline, from the per-field run
+folders :mod:`real_cells` wrote (``--runs``; nothing is re-detected), and the real-cells targets are
+scored for the detector alone and with the second look, in the same run.
+
+**Re-scoring, fixed before the first look at a validation number.** A detection is a candidate when its
+highest score among the six CRIC classes (NILM, ASC-US, LSIL, ASC-H, HSIL, SCC), ``q``, is >= 0.25 (below
+that, no re-scored class can reach the report threshold 0.5). The classifier sees a 30 um window centred on
+the box, read from the slide at 30/64 um/px, and gives ``p_c`` per CRIC class; each of the six class scores
+becomes ``sqrt(q * p_c)`` (the geometric mean of "a squamous cell is here" and "it is of class c", the
+design of the published two-stage screeners); other classes (INFL, AGC, organisms) keep the detector's
+scores; the row's class is the new argmax. The report thresholds of ``configs/default.yaml`` then count
+cells as before. Nothing is fitted or tuned on the validation fields, ``tct_marked`` or the demo.
+
+**The rule, fixed before the first look.** The second look is adopted for a detector only if, measured on
+that detector's run folders, all of these hold:
+
+1. CRIC validation abnormal nuclei found as abnormal rise by >= 0.05 (absolute; 15 of the 300);
+2. CRIC validation NILM nuclei flagged abnormal stay <= 0.10;
+3. ASC-H/HSIL/SCC found as ASC-H/HSIL/SCC do not fall;
+4. counted squamous cells stay >= half the annotated squamous nuclei;
+5. ``tct_marked``: the top abnormal call in a circle in no fewer fields, and counted abnormal calls outside
+   circles per field (mean) <= 6.8 (the bundling rules' bound);
+6. the demo's planted high-grade cells found do not fall.
+
+Otherwise the pipeline keeps no second-look stage, and the numbers are reported as they are.
+
+    python benchmarks/real_cells.py --model runs/starter_v3b/model.pt --demo --out benchmarks/results/real_cells_v3b
+    python benchmarks/second_look_cells.py --runs benchmarks/results/real_cells_v3b/model0 \\
+        --json benchmarks/results/second_look_cells_v3b.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from longtail_cells import (CLASSES, CROP_PX, LOSS_SPECS, PRIOR, SCHEDULE, Lite0, Standardise, batch_plan, extract,
+                            fit, load_crop_cells, new_head)
+from real_cells import FIELDS, SPLIT, validation_fields
+from real_fields import DATA, TCT_MPP
+
+from wsi_pipeline.aggregate.summary import class_thresholds, summarize
+from wsi_pipeline.config import load_config
+from wsi_pipeline.datasets.annotations import load_annotations
+from wsi_pipeline.datasets.slides import read_mpp_table
+from wsi_pipeline.io import open_slide
+from wsi_pipeline.models.cell_hits import HIGH_GRADE_CLASSES, NucleusHitResult, circle_ranking, nucleus_hits, truth_from_annotations
+from wsi_pipeline.models.losses import build_loss
+from wsi_pipeline.store.detections import Detections, read_detections
+from wsi_pipeline.synth.config import load_synth_config
+from wsi_pipeline.taxonomy import load_taxonomy
+
+log = logging.getLogger("second_look_cells")
+
+ROOT = Path(__file__).resolve().parent.parent
+LOSS = "eqlv2"  # the benchmark's verdict (benchmarks/results/longtail_cells.json)
+SEED = 0
+VIEWS = 4  # the benchmark's cached training views
+WINDOW_UM = 30.0  # the cric_cells crops span 30 um, resampled to CROP_PX (64) px
+MIN_SQUAMOUS_SCORE = 0.25
+CACHE = ROOT / "benchmarks" / "results" / "cache" / "longtail_cells" / "all"
+RULE = ("Adopted for a detector only if: abnormal found as abnormal +0.05 or more; NILM flagged <= 0.10; high grade as "
+        "high grade not lower; squamous counted >= half annotated; tct_marked top-1 in circle not lower and outside "
+        "mean <= 6.8; demo planted high-grade found not lower. Fixed before the first look.")
+
+
+# ------------------------------------------------------------------ the classifier
+
+
+@dataclass
+class CellClassifier:
+    """The frozen Lite0 features and the linear head: sigmoid probabilities of :data:`CLASSES` per window."""
+
+    net: Lite0
+    head: nn.Module
+
+    @torch.inference_mode()
+    def probabilities(self, windows: np.ndarray) -> np.ndarray:
+        """``(n, 6)`` for uint8 ``(n, 64, 64, 3)`` windows."""
+        if not len(windows):
+            return np.zeros((0, len(CLASSES)), np.float32)
+        feats = torch.cat([self.net.upper(self.net.lower(windows[i : i + 128])) for i in range(0, len(windows), 128)])
+        self.head.eval()
+        return torch.sigmoid(self.head(feats)).numpy()
+
+
+def train_classifier(cache: Path = CACHE, loss: str = LOSS, seed: int = SEED) -> CellClassifier:
+    """The benchmark's ``natural`` run of ``loss`` at ``seed``: the training fields' crops, its schedule."""
+    net = Lite0()
+    crops = load_crop_cells()
+    train = crops.index("train")
+    feats = torch.from_numpy(extract(net, crops, train, VIEWS, cache / f"features/crops_train_v{VIEWS}_{CROP_PX}px", False)["pooled"])
+    labels = crops.labels[train]
+    flat = feats.reshape(-1, feats.shape[-1])
+    spec = LOSS_SPECS[loss]
+    head = nn.Sequential(Standardise(flat.mean(0), flat.std(0).clamp(min=1e-6)), new_head(feats.shape[-1], seed, spec.get("prior", PRIOR)))
+    criterion = build_loss(spec["loss"], len(CLASSES), spec.get("params"))
+    plan = batch_plan(labels, SCHEDULE["epochs"], SCHEDULE["batch_size"], VIEWS, seed, spec.get("repeat_factor"))
+    torch.manual_seed(seed)
+    fit(head, criterion, feats, labels, plan, SCHEDULE)
+    log.info("classifier: %s seed %d on %d training crops", loss, seed, len(labels))
+    return CellClassifier(net, head)
+
+
+# ------------------------------------------------------------------ re-scoring
+
+
+def windows_at(slide_path: Path, mpp: float | None, centres: np.ndarray) -> np.ndarray:
+    """30 um windows centred on level-0 ``centres``, at 30/64 um/px."""
+    out = np.empty((len(centres), CROP_PX, CROP_PX, 3), np.uint8)
+    with open_slide(slide_path, mpp=mpp) as slide:
+        half = WINDOW_UM / 2 / slide.mpp[0]
+        for i, (x, y) in enumerate(centres):
+            out[i] = slide.read_at_mpp(round(x - half), round(y - half), CROP_PX, WINDOW_UM / CROP_PX)
+    return out
+
+
+def rescored(det: Detections, slide_path: Path, mpp: float | None, classifier: CellClassifier, names: list[str]) -> Detections:
+    """``det`` with the six CRIC class scores of each candidate replaced by ``sqrt(q * p_c)`` (module docstring)."""
+    cric = np.array([names.index(c) for c in CLASSES])
+    scores = det.class_scores.astype(np.float32).copy()
+    q = scores[:, cric].max(1) if len(scores) else np.zeros(0, np.float32)
+    rows = np.flatnonzero(q >= MIN_SQUAMOUS_SCORE)
+    if len(rows):
+        b = det.boxes[rows]
+        centres = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1)
+        p = classifier.probabilities(windows_at(slide_path, mpp, centres))
+        scores[np.ix_(rows, cric)] = np.sqrt(q[rows, None] * p)
+    labels = scores.argmax(1).astype(det.labels.dtype) if len(scores) else det.labels
+    best = scores.max(1) if len(scores) else det.scores
+    return Detections(det.boxes, best.astype(np.float32), labels, det.patch_index, scores, [names[i] for i in labels])
+
+
+# ------------------------------------------------------------------ scoring
+
+
+@dataclass
+class Setup:
+    name: str
+    classifier: CellClassifier | None
+
+    def detections(self, run: Path, slide_path: Path, mpp: float | None, names: list[str]) -> Detections:
+        det = read_detections(run / "detections.parquet")
+        return det if self.classifier is None else rescored(det, slide_path, mpp, self.classifier, names)
+
+
+def score(setup: Setup, runs: Path, fields: list[Path], taxonomy, thresholds, report_cfg) -> dict:
+    """The real-cells targets (as :mod:`real_cells` scores them) from the run folders under ``runs``."""
+    aliases = load_synth_config(None, taxonomy).label_aliases
+    mpp = read_mpp_table(FIELDS / "fields.csv")
+    squamous = {c.name for c in taxonomy.classes if c.group == "squamous"}
+    pooled, counted, annotated = NucleusHitResult(), 0, 0
+    for image in fields:
+        det = setup.detections(runs / "cric_val" / image.stem, image, mpp[image.stem], taxonomy.names)
+        cells = load_annotations(FIELDS / "cells.csv", taxonomy, aliases, image=image, strict=True)
+        pooled = pooled.add(nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth_from_annotations(cells)))
+        counted += summarize(det, taxonomy, report_cfg).adequacy.squamous_cells
+        annotated += sum(c.class_name in squamous for c in cells)
+    record = {"cric_val": {"fields": len(fields), "hits": pooled.to_dict(), "table": pooled.table(),
+                           "squamous_counted": counted, "squamous_annotated": annotated}}
+    marks = json.loads((DATA / "tct_marked" / "marks.json").read_text())["fields"]
+    tct = []
+    for name, circles in sorted(marks.items()):
+        det = setup.detections(runs / "tct" / Path(name).stem, DATA / "tct_marked" / name, TCT_MPP, taxonomy.names)
+        tct.append(circle_ranking(det.boxes, det.class_scores, det.labels, det.scores, thresholds, taxonomy,
+                                  [tuple(c) for c in circles]))
+    record["tct_marked"] = {"top_in_circle": sum(bool(r.top_in_circle) for r in tct), "fields": len(tct),
+                            "outside_mean": float(np.mean([r.counted_abnormal_outside for r in tct])),
+                            "outside": [r.counted_abnormal_outside for r in tct],
+                            "best_circle_rank": [r.best_circle_rank for r in tct]}
+    demo = runs / "demo"
+    if (demo / "demo_tct" / "detections.parquet").is_file():
+        slide = demo / "slides" / "demo_tct.svs"
+        det = setup.detections(demo / "demo_tct", slide, None, taxonomy.names)
+        planted = [c for c in truth_from_annotations(load_annotations(demo / "slides" / "demo_tct.cells.geojson", taxonomy, {}))
+                   if c.class_name in HIGH_GRADE_CLASSES]
+        hits = nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, planted)
+        record["demo"] = {"found": hits.abnormal_found, "planted": len(planted)}
+    return record
+
+
+def decide(alone: dict, second: dict) -> tuple[bool, list[str]]:
+    """The rule of the module docstring: ``(adopted, the conditions that failed)``."""
+    a, s = alone["cric_val"], second["cric_val"]
+    ha, hs = a["hits"], s["hits"]
+    checks = {
+        "abnormal found +0.05": (hs["abnormal_found"] - ha["abnormal_found"]) >= 0.05 * ha["abnormal_total"] - 1e-9,
+        "NILM flagged <= 0.10": hs["nilm_flagged"] <= 0.10 * hs["nilm_total"],
+        "high grade not lower": hs["high_grade_found"] >= ha["high_grade_found"],
+        "squamous >= half": s["squamous_counted"] >= s["squamous_annotated"] / 2,
+        "tct top-1 not lower": second["tct_marked"]["top_in_circle"] >= alone["tct_marked"]["top_in_circle"],
+        "tct outside <= 6.8": second["tct_marked"]["outside_mean"] <= 6.8,
+        "demo not lower": ("demo" not in alone) or second["demo"]["found"] >= alone["demo"]["found"],
+    }
+    failed = [k for k, ok in checks.items() if not ok]
+    return not failed, failed
+
+
+def _ratio(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def row(name: str, r: dict) -> str:
+    h, c, t = r["cric_val"]["hits"], r["cric_val"], r["tct_marked"]
+    demo = f"{r['demo']['found']}/{r['demo']['planted']}" if "demo" in r else "-"
+    return (f"| {name} | {h['abnormal_found']}/{h['abnormal_total']} ({_ratio(h['abnormal_recall'])}) "
+            f"| {h['nilm_flagged']}/{h['nilm_total']} ({_ratio(h['nilm_flagged_fraction'], 3)}) "
+            f"| {h['high_grade_found']}/{h['high_grade_total']} ({_ratio(h['high_grade_recall'])}) "
+            f"| {c['squamous_counted']}/{c['squamous_annotated']} | {t['top_in_circle']}/{t['fields']} "
+            f"| {t['outside_mean']:.1f} | {demo} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=Path, action="append", required=True,
+                    help="a model's folder of real_cells.py run folders (cric_val/, tct/, demo/); repeat for several detectors")
+    ap.add_argument("--fields", type=int, default=None, help="only the first N validation fields (a quick look)")
+    ap.add_argument("--json", type=Path, default=None, help="write the records here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    started = time.perf_counter()
+    taxonomy = load_taxonomy()
+    cfg = load_config()
+    thresholds, _ = class_thresholds(taxonomy, cfg.report)
+    fields = validation_fields(args.fields)
+    classifier = train_classifier()
+    records = []
+    for runs in args.runs:
+        alone = score(Setup("detector", None), runs, fields, taxonomy, thresholds, cfg.report)
+        second = score(Setup("second look", classifier), runs, fields, taxonomy, thresholds, cfg.report)
+        adopted, failed = decide(alone, second)
+        records.append({"runs": str(runs.resolve().relative_to(ROOT)) if runs.resolve().is_relative_to(ROOT) else str(runs),
+                        "detector": alone, "second_look": second, "adopted": adopted, "failed": failed})
+        print(f"\n{runs}: {len(fields)} CRIC validation fields ({SPLIT.name}), tct_marked, demo")
+        print("| set-up | abnormal found | NILM flagged | high grade as high grade | squamous counted / annotated "
+              "| tct top-1 in circle | outside, mean | demo high grade |\n|---|---|---|---|---|---|---|---|")
+        print(row("detector", alone))
+        print(row("+ second look", second))
+        print(f"second look adopted: {'yes' if adopted else 'no'}" + (f" (failed: {'; '.join(failed)})" if failed else ""))
+    result = {"rule": RULE, "loss": LOSS, "seed": SEED, "window_um": WINDOW_UM, "min_squamous_score": MIN_SQUAMOUS_SCORE,
+              "records": records, "seconds": round(time.perf_counter() - started, 1)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
