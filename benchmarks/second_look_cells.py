@@ -29,9 +29,17 @@ that detector's run folders, all of these hold:
 
 Otherwise the pipeline keeps no second-look stage, and the numbers are reported as they are.
 
+**Classifiers.** ``cric``: the benchmark's classifier as described above. ``cric+tct`` (added after ``cric``
+was measured: it raised high grade as high grade and ``tct_marked`` top-1 but lost demo cells, which are
+TCT crops): the same head, loss, seed and schedule, trained on the same CRIC crops plus the *training*
+split of the liquid-based ``cell_crops`` (ASC-US, LSIL, ASC-H, HSIL, SCC folders; the crop-level split of
+``wsi data composite``, whose test side alone is pasted into the demo slide), each a 30 um centre window at
+the crops' estimated 0.27 um/px. Same re-scoring, same rule, judged separately; ``tct_marked`` is never
+trained on.
+
     python benchmarks/real_cells.py --model runs/starter_v3b/model.pt --demo --out benchmarks/results/real_cells_v3b
     python benchmarks/second_look_cells.py --runs benchmarks/results/real_cells_v3b/model0 \\
-        --json benchmarks/results/second_look_cells_v3b.json
+        --runs benchmarks/results/real_cells/model0 --json benchmarks/results/second_look_cells.json
 """
 
 from __future__ import annotations
@@ -48,14 +56,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from longtail_cells import (CLASSES, CROP_PX, LOSS_SPECS, PRIOR, SCHEDULE, Lite0, Standardise, batch_plan, extract,
-                            fit, load_crop_cells, new_head)
-from real_cells import FIELDS, SPLIT, validation_fields
-from real_fields import DATA, TCT_MPP
-
 from wsi_pipeline.aggregate.summary import class_thresholds, summarize
+from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT
+from wsi_pipeline.benchmarking.cells import (CLASSES, CROP_PX, LOSS_SPECS, PRIOR, SCHEDULE, Lite0, Standardise, batch_plan,
+                                             extract, fit, load_crop_cells, new_head)
+from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS as FIELDS
+from wsi_pipeline.benchmarking.real_fields import DATA, TCT_MPP, validation_fields
 from wsi_pipeline.config import load_config
 from wsi_pipeline.datasets.annotations import load_annotations
+from wsi_pipeline.datasets.composite import split_files
 from wsi_pipeline.datasets.slides import read_mpp_table
 from wsi_pipeline.io import open_slide
 from wsi_pipeline.models.cell_hits import HIGH_GRADE_CLASSES, NucleusHitResult, circle_ranking, nucleus_hits, truth_from_annotations
@@ -72,6 +81,11 @@ SEED = 0
 VIEWS = 4  # the benchmark's cached training views
 WINDOW_UM = 30.0  # the cric_cells crops span 30 um, resampled to CROP_PX (64) px
 MIN_SQUAMOUS_SCORE = 0.25
+TCT_CROPS = DATA / "cell_crops"
+TCT_CROPS_MPP = 0.27  # configs/starter_data.yaml crops_mpp
+TCT_TEST_FRACTION = 0.2  # configs/starter_data.yaml test_fraction: the demo slide pastes only that side
+TCT_CROP_CLASSES = {"1": "ASC-US", "2": "ASC-H", "3": "LSIL", "4": "HSIL", "5": "SCC"}
+CLASSIFIERS = ("cric", "cric+tct")
 CACHE = ROOT / "benchmarks" / "results" / "cache" / "longtail_cells" / "all"
 RULE = ("Adopted for a detector only if: abnormal found as abnormal +0.05 or more; NILM flagged <= 0.10; high grade as "
         "high grade not lower; squamous counted >= half annotated; tct_marked top-1 in circle not lower and outside "
@@ -98,13 +112,40 @@ class CellClassifier:
         return torch.sigmoid(self.head(feats)).numpy()
 
 
-def train_classifier(cache: Path = CACHE, loss: str = LOSS, seed: int = SEED) -> CellClassifier:
-    """The benchmark's ``natural`` run of ``loss`` at ``seed``: the training fields' crops, its schedule."""
+def tct_crop_windows(crops_dir: Path = TCT_CROPS, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """uint8 ``(n, 64, 64, 3)`` 30 um centre windows of the liquid-based crops of ``split`` and their class indices."""
+    images, labels = [], []
+    side = round(WINDOW_UM / TCT_CROPS_MPP)
+    for folder, name in TCT_CROP_CLASSES.items():
+        for path in split_files(crops_dir / folder, split, TCT_TEST_FRACTION):
+            image = read_rgb(path)
+            h, w = image.shape[:2]
+            y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+            images.append(image[y0 : y0 + side, x0 : x0 + side])
+            labels.append(CLASSES.index(name))
+    return resized(images, CROP_PX), np.array(labels, np.int64)
+
+
+@torch.inference_mode()
+def view_features(net: Lite0, windows: np.ndarray, views: int = VIEWS) -> np.ndarray:
+    """``(n, views, 320)`` pooled C5 of each window's flips/turns (the benchmark's cached views)."""
+    return np.stack([torch.cat([net.upper(net.lower(dihedral(windows[i : i + 128], v))) for i in range(0, len(windows), 128)]).numpy()
+                     for v in range(views)], axis=1)
+
+
+def train_classifier(variant: str = "cric", cache: Path = CACHE, loss: str = LOSS, seed: int = SEED) -> CellClassifier:
+    """The benchmark's ``natural`` run of ``loss`` at ``seed`` (the training fields' crops, its schedule); for
+    ``cric+tct`` with the liquid-based crops' training split added."""
     net = Lite0()
     crops = load_crop_cells()
     train = crops.index("train")
-    feats = torch.from_numpy(extract(net, crops, train, VIEWS, cache / f"features/crops_train_v{VIEWS}_{CROP_PX}px", False)["pooled"])
+    pooled = extract(net, crops, train, VIEWS, cache / f"features/crops_train_v{VIEWS}_{CROP_PX}px", False)["pooled"]
     labels = crops.labels[train]
+    if variant == "cric+tct":
+        windows, tct_labels = tct_crop_windows()
+        pooled = np.concatenate([pooled, view_features(net, windows)])
+        labels = np.concatenate([labels, tct_labels])
+    feats = torch.from_numpy(pooled)
     flat = feats.reshape(-1, feats.shape[-1])
     spec = LOSS_SPECS[loss]
     head = nn.Sequential(Standardise(flat.mean(0), flat.std(0).clamp(min=1e-6)), new_head(feats.shape[-1], seed, spec.get("prior", PRIOR)))
@@ -112,7 +153,7 @@ def train_classifier(cache: Path = CACHE, loss: str = LOSS, seed: int = SEED) ->
     plan = batch_plan(labels, SCHEDULE["epochs"], SCHEDULE["batch_size"], VIEWS, seed, spec.get("repeat_factor"))
     torch.manual_seed(seed)
     fit(head, criterion, feats, labels, plan, SCHEDULE)
-    log.info("classifier: %s seed %d on %d training crops", loss, seed, len(labels))
+    log.info("classifier %s: %s seed %d on %d training crops", variant, loss, seed, len(labels))
     return CellClassifier(net, head)
 
 
@@ -228,30 +269,36 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, action="append", required=True,
                     help="a model's folder of real_cells.py run folders (cric_val/, tct/, demo/); repeat for several detectors")
+    ap.add_argument("--classifier", action="append", choices=CLASSIFIERS, default=None,
+                    help="second-look classifier(s) to measure (repeat; default: both)")
     ap.add_argument("--fields", type=int, default=None, help="only the first N validation fields (a quick look)")
     ap.add_argument("--json", type=Path, default=None, help="write the records here")
     args = ap.parse_args(argv)
+    args.classifier = args.classifier or list(CLASSIFIERS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = time.perf_counter()
     taxonomy = load_taxonomy()
     cfg = load_config()
     thresholds, _ = class_thresholds(taxonomy, cfg.report)
     fields = validation_fields(args.fields)
-    classifier = train_classifier()
+    classifiers = {name: train_classifier(name) for name in args.classifier}
     records = []
     for runs in args.runs:
         alone = score(Setup("detector", None), runs, fields, taxonomy, thresholds, cfg.report)
-        second = score(Setup("second look", classifier), runs, fields, taxonomy, thresholds, cfg.report)
-        adopted, failed = decide(alone, second)
-        records.append({"runs": str(runs.resolve().relative_to(ROOT)) if runs.resolve().is_relative_to(ROOT) else str(runs),
-                        "detector": alone, "second_look": second, "adopted": adopted, "failed": failed})
         print(f"\n{runs}: {len(fields)} CRIC validation fields ({SPLIT.name}), tct_marked, demo")
         print("| set-up | abnormal found | NILM flagged | high grade as high grade | squamous counted / annotated "
               "| tct top-1 in circle | outside, mean | demo high grade |\n|---|---|---|---|---|---|---|---|")
         print(row("detector", alone))
-        print(row("+ second look", second))
-        print(f"second look adopted: {'yes' if adopted else 'no'}" + (f" (failed: {'; '.join(failed)})" if failed else ""))
-    result = {"rule": RULE, "loss": LOSS, "seed": SEED, "window_um": WINDOW_UM, "min_squamous_score": MIN_SQUAMOUS_SCORE,
+        record = {"runs": str(runs.resolve().relative_to(ROOT)) if runs.resolve().is_relative_to(ROOT) else str(runs),
+                  "detector": alone, "second_look": {}}
+        for name, classifier in classifiers.items():
+            second = score(Setup(name, classifier), runs, fields, taxonomy, thresholds, cfg.report)
+            adopted, failed = decide(alone, second)
+            record["second_look"][name] = {**second, "adopted": adopted, "failed": failed}
+            print(row(f"+ second look ({name})", second))
+            print(f"  adopted: {'yes' if adopted else 'no'}" + (f" (failed: {'; '.join(failed)})" if failed else ""))
+        records.append(record)
+    result = {"rule": RULE, "classifiers": args.classifier, "loss": LOSS, "seed": SEED, "window_um": WINDOW_UM, "min_squamous_score": MIN_SQUAMOUS_SCORE,
               "records": records, "seconds": round(time.perf_counter() - started, 1)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
