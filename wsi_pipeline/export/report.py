@@ -34,6 +34,7 @@ from .cells import EXPORTERS, CellTable
 from .html import render_html
 from .images import read_cell_crops, render_overview
 from .nuclei import measure_slide_cells, nucleus_caption
+from .review import flagged_crops, review_for_report, review_in_report, select_flagged
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,9 @@ def write_report(
         captions = {c.row: nucleus_caption(nuclei.for_row(c.row, row_to_cell)) for c in top}
         crops = (read_cell_crops(access.slide, top, cfg.crop_size_um, cfg.crop_format, cfg.jpeg_quality,
                                  regions=nuclei.regions, captions=captions) if access.slide else [])
+        flagged = select_flagged(det, counted, taxonomy)  # the review page's cells (docs/review.md)
+        flagged_pictures = flagged_crops(access.slide, flagged, cfg.crop_size_um, cfg.crop_format, cfg.jpeg_quality,
+                                         regions=nuclei.regions)
         nuclei.regions.clear()
         properties = filter_scanner_properties(access.slide.properties) if access.slide else {}
     finally:
@@ -197,6 +201,11 @@ def write_report(
 
     for name, fmt in EXPORTERS.items():
         atomic_write(paths.exports[name], fmt.write(cells, taxonomy))
+    slide_info = meta.slide or SlideInfo()
+    review_doc = review_for_report(out_dir, flagged, flagged_pictures, taxonomy, slide_info.name, slide_info.fingerprint,
+                                   {"file": Path(meta.model.path).name if meta.model and meta.model.path else "",
+                                    "sha256": meta.model.sha256 if meta.model else ""},
+                                   lambda row: nuclei.for_row(row, row_to_cell), access.note)
 
     all_timings = {**_recorded_timings(meta), **(timings or {})}
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
@@ -205,6 +214,9 @@ def write_report(
     report["morphometry"] = nuclei.block
     for entry in report["top_cells"]:
         entry["nucleus"] = nuclei.for_row(entry["row"], row_to_cell)
+    review = review_in_report(report["top_cells"], review_doc)
+    if review is not None:  # only once a person has decided: an unreviewed slide's report.json is unchanged
+        report["review"] = review
     atomic_write(paths.html, render_html(report, summary, overview, crops, taxonomy))
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
     atomic_write(paths.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
