@@ -330,6 +330,7 @@ def test_free_space_is_checked_against_the_dry_run_estimate_before_a_slide_start
 
     monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a, **k: Meta())
     monkeypatch.setattr(diskspace.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
+    (tmp_path / "m.pt").touch()  # the stand-in above is what loads it
     opts = pipeline.RunOptions(model=tmp_path / "m.pt", scheduler="synchronous", progress=False)
     outcome = pipeline.run_slide(slides_dir / CMU, tmp_path / "out", load_config(), opts)
     assert outcome.status == "failed" and outcome.disk_full

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import logging
 import shutil
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -166,13 +164,6 @@ def _run_on_cluster(slides: list[Path], out_root: Path, cfg: PipelineConfig, opt
     return [done[str(s.resolve())] for s in slides]
 
 
-def model_meta(model: Path) -> ModelMeta:
-    """The metadata of a checkpoint (resolution, patch size, classes), read on the CPU."""
-    from .models.checkpoint import load_checkpoint
-
-    return ModelMeta.from_dict(load_checkpoint(model, device="cpu").meta, model)
-
-
 def run_slide(slide: Path, out_root: Path, cfg: PipelineConfig, opts: RunOptions) -> SlideOutcome:
     """Tile, detect and report one slide into ``out_root/<name>``; never raises for a bad slide."""
     out_dir = slide_out_dir(out_root, slide)
@@ -237,11 +228,13 @@ def _run_locked(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOption
 def _run_stages(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOptions) -> dict[str, float]:
     # imported here so `wsi-run --help` stays fast
     from .export import write_report
-    from .inference import detect_store
+    from .inference.engine import detect_store, load_model
+    from .models.checkpoint import parse_model_meta
     from .tiling import tile_slide
 
     timings: dict[str, float] = {}
-    meta = model_meta(opts.model)
+    model = load_model(opts.model)  # the network is built once per slide; detection moves it to its device
+    meta = parse_model_meta(model.meta, opts.model)
     tiling = _fit_slide(slide, tiling_for_model(cfg.tiling, meta), opts.mpp, int(meta.patch_size))
     if opts.workers is not None:
         tiling = replace(tiling, workers=opts.workers)
@@ -259,7 +252,7 @@ def _run_stages(slide: Path, out_dir: Path, cfg: PipelineConfig, opts: RunOption
     t = time.perf_counter()
     log.info("%s: stage 2/3 detection", slide.name)
     inference = replace(cfg.inference, device=opts.device) if opts.device else cfg.inference
-    detect_store(out_dir / STORE_NAME, opts.model, out_dir, inference, progress=opts.progress)
+    detect_store(out_dir / STORE_NAME, model, out_dir, inference, progress=opts.progress)
     timings["detection_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
@@ -293,7 +286,7 @@ def store_estimate(sl: Any, tiling: TilingConfig) -> tuple[int, float]:
     return n, n * tiling.patch_size**2 * 3 / ratio
 
 
-def tiling_for_model(tiling: TilingConfig, model_meta: ModelMeta | Mapping[str, Any]) -> TilingConfig:
+def tiling_for_model(tiling: TilingConfig, meta: ModelMeta) -> TilingConfig:
     """Tiling settings for a detector: its resolution, the configured tile size, the same physical overlap.
 
     The detector's ``target_mpp`` is imposed (it must see pixels of the size it was trained on). Its
@@ -308,7 +301,6 @@ def tiling_for_model(tiling: TilingConfig, model_meta: ModelMeta | Mapping[str, 
         >>> t.target_mpp, t.patch_size, t.overlap
         (1.0, 1024, 64)
     """
-    meta = model_meta if isinstance(model_meta, ModelMeta) else ModelMeta.from_dict(model_meta, "model")
     target = float(meta.target_mpp)
     patch = int(tiling.patch_size)
     overlap = min(round(tiling.overlap * tiling.target_mpp / target), patch // 2 - 1)
@@ -344,15 +336,17 @@ def _fit_slide(slide: Path, tiling: TilingConfig, mpp: float | None, min_patch: 
 
 
 def _outcome_from_report(outcome: SlideOutcome, report_json: Path, status: str) -> SlideOutcome:
-    report = json.loads(report_json.read_text())
+    from .export.document import ReportDocument
+
+    report = ReportDocument.read(report_json)
     outcome.status = status
-    outcome.category = str(report.get("category", {}).get("name", ""))
-    outcome.suspicion = report.get("suspicion_score")
-    outcome.adequacy = str(report.get("adequacy", {}).get("status", ""))
-    specimen = report.get("specimen") or {}
-    if specimen.get("status", "ok") != "ok":  # listed in summary.csv and index.html
-        outcome.reason = f"specimen check: {specimen.get('status')}: {specimen.get('reason', '')}"
-    outcome.timings = outcome.timings or dict(report.get("timings", {}))
+    outcome.category = report.category.name
+    outcome.suspicion = report.suspicion_score
+    outcome.adequacy = report.adequacy.status
+    specimen = report.specimen
+    if specimen is not None and specimen.status != "ok":  # listed in summary.csv and index.html
+        outcome.reason = f"specimen check: {specimen.status}: {specimen.reason}"
+    outcome.timings = outcome.timings or dict(report.timings)
     html_path = report_json.with_name(REPORT_HTML_NAME)
     outcome.report_html = str(html_path) if html_path.is_file() else ""
     return outcome
@@ -414,19 +408,19 @@ def _index_html(rows: list[SlideOutcome], out_root: Path) -> str:
 def collect_outcomes(out_root: Path) -> list[SlideOutcome]:
     """Outcomes of every finished slide folder under ``out_root`` (for cohort summaries)."""
     outcomes = []
+    from .export.document import ReportDocument
+
     for report_json in sorted(out_root.glob(f"*/{REPORT_NAME}")):
-        report = json.loads(report_json.read_text())
-        slide = str(report.get("slide", {}).get("path", report_json.parent.name))
+        slide = ReportDocument.read(report_json).slide.path or report_json.parent.name
         o = SlideOutcome(slide=slide, out_dir=str(report_json.parent), status="ok")
         outcomes.append(_outcome_from_report(o, report_json, status="ok"))
     return outcomes
 
 
-def plan(slides: list[Path], cfg: PipelineConfig, model_meta: ModelMeta | Mapping[str, Any], mpp: float | None) -> list[dict]:
+def plan(slides: list[Path], cfg: PipelineConfig, meta: ModelMeta, mpp: float | None) -> list[dict]:
     """Dry run: for each slide, the patch grid it would be cut into (an upper bound before masking)."""
     from .io import open_slide
 
-    meta = model_meta if isinstance(model_meta, ModelMeta) else ModelMeta.from_dict(model_meta, "model")
     tiling = tiling_for_model(cfg.tiling, meta)
     rows = []
     for s in slides:

@@ -17,13 +17,13 @@ rules are documented in docs/report.md:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..config import PREPARATIONS, ReportConfig
 from ..errors import ConfigError
-from ..store.contracts import DetectionsMeta
+from ..store.contracts import Contract, DetectionsMeta
 from ..store.detections import Detections
 from ..taxonomy import Taxonomy
 
@@ -79,21 +79,25 @@ class TopCell:
 
 
 @dataclass
-class Category:
-    """Bethesda-style slide category and the organisms flagged beside it."""
+class Category(Contract):
+    """Bethesda-style slide category and the organisms flagged beside it (``category`` in report.json)."""
 
-    name: str
-    label: str
-    severity: int
-    evidence_cells: int  # counted cells of the category class (0 for NILM)
+    WHAT: ClassVar[str] = "report"
+    name: str = ""
+    label: str = ""
+    severity: int = 0
+    evidence_cells: int = 0  # counted cells of the category class (0 for NILM)
     organisms: list[str] = field(default_factory=list)
 
 
 @dataclass
-class Adequacy:
-    status: str  # adequate | limited
-    squamous_cells: int
-    minimum: int
+class Adequacy(Contract):
+    """The adequacy estimate (``adequacy`` in report.json)."""
+
+    WHAT: ClassVar[str] = "report"
+    status: str = ""  # adequate | limited
+    squamous_cells: int = 0
+    minimum: int = 0
     preparation: str = "liquid_based"
     minimum_source: str = ""  # why this minimum: the Bethesda value for the preparation, or the config
     note: str = ADEQUACY_NOTE

@@ -80,11 +80,10 @@ def run(args: argparse.Namespace) -> int:
     from ..models.data import CocoPatchDataset, check_classes  # noqa: PLC0415
     from ..models.evaluation import evaluate_detector  # noqa: PLC0415
     from ..device import resolve_device  # noqa: PLC0415
-    from ..store.contracts import ModelMeta  # noqa: PLC0415
     from ..taxonomy import Taxonomy  # noqa: PLC0415
 
     loaded = load_checkpoint(args.checkpoint, resolve_device(args.device))
-    meta = ModelMeta.from_dict(loaded.meta, args.checkpoint)
+    meta = loaded.model_meta
     dataset = CocoPatchDataset(args.dataset)
     check_classes(dataset.info.class_names, meta.taxonomy, Path(args.dataset) / "annotations.json")
     if dataset.info.target_mpp is not None and abs(dataset.info.target_mpp - meta.target_mpp) > 1e-6:

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import check_device, check_scheduler, check_workers_mpp, load_config
 from ..errors import ConfigError, WsiError
-from ..pipeline import RunOptions, find_slides, model_meta, plan, run_batch, write_summary
+from ..pipeline import RunOptions, find_slides, plan, run_batch, write_summary
 from .common import RESEARCH_NOTICE, HelpFormatter, add_verbosity, run_guarded, setup_logging
 
 log = logging.getLogger("wsi_pipeline.run")
@@ -135,7 +135,9 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _print_plan(slides: list[Path], cfg, model: Path, mpp: float | None) -> int:
-    rows = plan(slides, cfg, model_meta(model), mpp)
+    from ..models.checkpoint import read_model_meta  # noqa: PLC0415 - torch only when planning
+
+    rows = plan(slides, cfg, read_model_meta(model), mpp)
     print(f"{'slide':40s} {'size':>13s} {'mpp':>7s} {'patches<=':>10s} {'disk MB':>8s}  status")
     for r in rows:
         print(f"{Path(r['slide']).name[:40]:40s} {r['size']:>13s} {str(r['mpp']):>7s} {r['max_patches']:>10d} "

@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError
+from ..export.document import ReportDocument
 from ..fsutil import atomic_write
 from ..io import open_slide
 from ..progress import progress_bar
+from ..store.artifacts import REPORT_NAME
 from ..store.detections import read_detections
 from ..taxonomy import Taxonomy, load_taxonomy
 from .annotations import categories
@@ -74,10 +76,10 @@ def slide_folders(paths: list[str | Path]) -> list[Path]:
     """
     found: list[Path] = []
     for path in map(Path, paths):
-        if (path / "report.json").is_file():
+        if (path / REPORT_NAME).is_file():
             found.append(path)
         elif path.is_dir():
-            inner = sorted(p.parent for p in path.glob("*/report.json"))
+            inner = sorted(p.parent for p in path.glob(f"*/{REPORT_NAME}"))
             if not inner:
                 raise ArtifactError(path, "no finished slide folder here (no report.json in it or its sub-folders)")
             found += inner
@@ -153,23 +155,22 @@ def mine_negatives(
     images, sources, per_slide = [], [], {}
     geometry: tuple[float, int] | None = None
     for folder in folders:
-        report = _read_report(folder)
-        model = report.get("model", {})
-        mpp = float(target_mpp or model.get("target_mpp", 0) or 0)
-        size = int(patch_size or model.get("patch_size", 0) or 0)
+        report = ReportDocument.read(folder / REPORT_NAME)
+        model_mpp, model_size = report.model_geometry
+        mpp = float(target_mpp or model_mpp)
+        size = int(patch_size or model_size)
         if mpp <= 0 or size <= 0:
-            raise ArtifactError(folder / "report.json", "no model target_mpp / patch_size recorded; give --target-mpp and --patch-size")
+            raise ArtifactError(folder / REPORT_NAME, "no model target_mpp / patch_size recorded; give --target-mpp and --patch-size")
         if geometry is not None and geometry != (mpp, size):
             raise ConfigError(None, f"{folder.name}: made at {mpp} um/px, {size} px, but earlier slides at "
                                     f"{geometry[0]} um/px, {geometry[1]} px; give --target-mpp and --patch-size")
         geometry = (mpp, size)
-        slide_info = report.get("slide") or {}
-        if not slide_info.get("path") or not slide_info.get("mpp"):
-            raise ArtifactError(folder / "report.json", "no slide path or mpp recorded; not a `wsi-run` report")
-        slide_path = Path(slide_info["path"])
+        if not report.slide.path or not report.slide.mpp:
+            raise ArtifactError(folder / REPORT_NAME, "no slide path or mpp recorded; not a `wsi-run` report")
+        slide_path = Path(report.slide.path)
         if not slide_path.is_file():
             raise ArtifactError(slide_path, f"slide of {folder.name} not found (moved since `wsi-run`?)")
-        with open_slide(slide_path, mpp=float(slide_info["mpp"][0])) as slide:
+        with open_slide(slide_path, mpp=report.slide.mpp_x) as slide:
             extent = max(1, int(round(size * mpp / slide.mpp[0])))
             calls = top_abnormal_calls(folder, taxonomy.abnormal_names(), top, extent / 2, min_score)
             width, height = slide.dimensions
@@ -300,11 +301,3 @@ def mine_annotated_negatives(
     atomic_write(marker, json.dumps(coco) + "\n")
     log.info("Hard negatives %s: %d patches from %d fields", out, len(images), len(pairs))
     return NegativeSetSummary(out, marker, len(images), per_slide)
-
-
-def _read_report(folder: Path) -> dict:
-    path = folder / "report.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(path, f"unreadable report ({exc.__class__.__name__})") from None

@@ -13,7 +13,7 @@ import logging
 import platform
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,13 @@ from ..store.contracts import DetectionsMeta, SlideInfo
 from ..store.detections import Detections, read_detections
 from ..taxonomy import Taxonomy
 from .cells import EXPORTERS, CellTable
+from .document import ReportDocument, ReportSlide
 from .html import render_html
 from .images import read_cell_crops, render_overview
 from .nuclei import measure_slide_cells, nucleus_caption
 from .review import flagged_crops, review_for_report, review_in_report, select_flagged
 
 log = logging.getLogger(__name__)
-
-REPORT_SCHEMA = "wsi_pipeline.report"
-REPORT_SCHEMA_VERSION = 1
 
 # Scanner property keys that can carry patient or case data, or free text that may embed it.
 PRIVATE_PROPERTY = re.compile(
@@ -210,16 +208,14 @@ def write_report(
     all_timings = {**_recorded_timings(meta), **(timings or {})}
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
     report = build_report(summary, det, cfg, properties, all_timings, access.note, paths)
-    report["specimen"] = specimen.to_dict()
-    report["morphometry"] = nuclei.block
-    for entry in report["top_cells"]:
+    report.specimen = specimen
+    report.morphometry = nuclei.block
+    for entry in report.top_cells:
         entry["nucleus"] = nuclei.for_row(entry["row"], row_to_cell)
-    review = review_in_report(report["top_cells"], review_doc)
-    if review is not None:  # only once a person has decided: an unreviewed slide's report.json is unchanged
-        report["review"] = review
-    atomic_write(paths.html, render_html(report, summary, overview, crops, taxonomy))
+    report.review = review_in_report(report.top_cells, review_doc)  # None (no key) until a person has decided
+    atomic_write(paths.html, render_html(report.to_dict(), summary, overview, crops, taxonomy))
     all_timings["report_s"] = round(time.perf_counter() - started, 2)
-    atomic_write(paths.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    report.write(paths.json)
     log.info("report written: %s", paths.html)
     return paths
 
@@ -227,10 +223,10 @@ def write_report(
 def build_report(
     summary: SlideSummary, det: Detections, cfg: ReportConfig, properties: dict[str, str],
     timings: dict[str, float], slide_note: str, paths: ReportPaths,
-) -> dict[str, Any]:
+) -> ReportDocument:
     """The ``report.json`` document (schema: docs/report.md). ``timings`` is kept by reference."""
     meta = det.meta or DetectionsMeta(taxonomy=[], complete=False)
-    slide = (meta.slide or SlideInfo()).to_dict()
+    slide = meta.slide or SlideInfo()
     store = meta.store.to_dict() if meta.store else {}
     model = meta.model.to_dict() if meta.model else {}
     cells = [
@@ -239,43 +235,34 @@ def build_report(
         for name in sorted(summary.top_cells, key=lambda n: -summary.by_name(n).severity)
         for c in summary.top_cells[name]
     ]
-    return {
-        "schema": REPORT_SCHEMA,
-        "version": REPORT_SCHEMA_VERSION,
-        "generated_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "notice": RESEARCH_NOTICE,
-        "software": {"name": "wsi_pipeline", "version": __version__, "python": platform.python_version()},
-        "slide": {
-            "name": slide.get("name", ""),
-            "path": slide.get("path", ""),
-            "width": slide.get("width"),
-            "height": slide.get("height"),
-            "mpp": slide.get("mpp"),
-            "fingerprint": slide.get("fingerprint", ""),
-            "vendor": slide.get("vendor", ""),
-            "scanner_properties": properties,
-            "pixels_available": not slide_note,
-            "note": slide_note,
-        },
-        "tiling": {k: v for k, v in store.items() if k != "path"},
-        "model": {**{k: v for k, v in model.items() if k != "path"}, "file": Path(model["path"]).name if model.get("path") else ""},
-        "inference": meta.inference.to_dict() if meta.inference else {},
-        "thresholds": {
+    return ReportDocument(
+        generated_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        notice=RESEARCH_NOTICE,
+        software={"name": "wsi_pipeline", "version": __version__, "python": platform.python_version()},
+        slide=ReportSlide(
+            name=slide.name, path=slide.path, width=slide.width, height=slide.height, mpp=slide.mpp,
+            fingerprint=slide.fingerprint, vendor=slide.vendor, scanner_properties=properties,
+            pixels_available=not slide_note, note=slide_note,
+        ),
+        tiling={k: v for k, v in store.items() if k != "path"},
+        model={**{k: v for k, v in model.items() if k != "path"}, "file": Path(model["path"]).name if model.get("path") else ""},
+        inference=meta.inference.to_dict() if meta.inference else {},
+        thresholds={
             "score_threshold": cfg.score_threshold, "class_score_thresholds": dict(cfg.class_score_thresholds),
             "min_cells": cfg.min_cells, "class_min_cells": dict(cfg.class_min_cells),
         },
-        "n_detections": summary.n_detections,
-        "n_cells_counted": int(sum(c.n_counted for c in summary.classes)),
-        "cell_area_mm2": summary.cell_area_mm2,
-        "classes": [_rounded(c.__dict__) for c in summary.classes],
-        "category": summary.category.__dict__,
-        "suspicion_score": round(summary.suspicion_score, 4),
-        "suspicion": {"top_k": summary.suspicion_top_k, "formula": SUSPICION_FORMULA},
-        "adequacy": {**summary.adequacy.__dict__, "note": ADEQUACY_NOTE},
-        "top_cells": cells,
-        "timings": timings,
-        "files": paths.files(),
-    }
+        n_detections=summary.n_detections,
+        n_cells_counted=int(sum(c.n_counted for c in summary.classes)),
+        cell_area_mm2=summary.cell_area_mm2,
+        classes=[_rounded(c.__dict__) for c in summary.classes],
+        category=summary.category,
+        suspicion_score=round(summary.suspicion_score, 4),
+        suspicion={"top_k": summary.suspicion_top_k, "formula": SUSPICION_FORMULA},
+        adequacy=replace(summary.adequacy, note=ADEQUACY_NOTE),
+        top_cells=cells,
+        timings=timings,
+        files=paths.files(),
+    )
 
 
 def _store_path(meta: DetectionsMeta, detections_path: str | Path) -> Path:

@@ -28,6 +28,7 @@ from ..config import InferenceConfig
 from ..errors import ArtifactError, WsiError
 from ..progress import progress_bar
 from ..store.artifacts import DETECTIONS_NAME
+from ..models.checkpoint import parse_model_meta
 from ..store.contracts import DetectionsMeta, InferenceRecord, ModelMeta, StoreRecord
 from ..store.detections import Detections, read_detections, write_detections
 from ..store.source import PatchSource, open_patch_source
@@ -92,9 +93,9 @@ def detect_store(
     store = open_patch_source(store_path)
     model_path = None if _is_loaded(model) else Path(model)  # type: ignore[arg-type]
     plan = plan_device(cfg.device, cfg.precision, cfg.batch_size, store.patch_size, cfg.num_threads)
-    loaded = model if model_path is None else _load_model(model_path, plan.device)
-    meta = ModelMeta.from_dict(loaded.meta, model_path or "model")
-    check_compatible(meta, store, model_path or "model")
+    loaded = model if model_path is None else load_model(model_path, plan.device)
+    meta = parse_model_meta(loaded.meta, model_path or "model")
+    check_compatible(meta, store, model_path or meta.path or "model")
     taxonomy = [str(n) for n in meta.taxonomy]
     num_classes = len(taxonomy)
 
@@ -274,7 +275,8 @@ def _is_loaded(model: Any) -> bool:
     return hasattr(model, "detector") and hasattr(model, "meta")
 
 
-def _load_model(path: Path, device: torch.device) -> ModelLike:
+def load_model(path: Path, device: torch.device | str = "cpu") -> ModelLike:
+    """Build the detector of checkpoint ``path`` (once; ``detect_store`` takes the result), one-line errors."""
     from ..models.checkpoint import load_checkpoint
 
     if not path.is_file():

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import torchvision
 from .. import __version__
 from ..errors import ArtifactError
 from ..fsutil import atomic_path
+from ..store.contracts import ModelMeta
 from .detector import Detector, DetectorSpec, build_detector
 from .losses import build_loss
 from .torchfile import load_torch_file
@@ -55,6 +57,23 @@ class LoadedModel:
     detector: Detector
     meta: dict[str, Any]
     training_state: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def model_meta(self) -> ModelMeta:
+        """``meta`` as the typed contract inference and the batch runner read."""
+        return parse_model_meta(self.meta, self.meta.get("path"))
+
+
+def parse_model_meta(meta: Mapping[str, Any], source: str | Path | None) -> ModelMeta:
+    """A checkpoint's (or a stand-in model's) ``meta`` as a :class:`ModelMeta`: the one place it is parsed."""
+    return ModelMeta.from_dict(meta, source)
+
+
+def read_model_meta(path: str | Path) -> ModelMeta:
+    """The metadata of checkpoint ``path`` (resolution, patch size, classes, sha256), without building the network."""
+    path = Path(path)
+    meta = read_checkpoint_file(path)["meta"]
+    return parse_model_meta(dict(meta, sha256=file_sha256(path), path=str(path)), path)
 
 
 def file_sha256(path: str | Path) -> str:
