@@ -3,9 +3,10 @@ defaults (1024 px tiles, onnxruntime), in the same run, and the abnormal-cell re
 
 Three parts, all on real cells and the bundled starter model (or ``--model``):
 
-1. ``wsi-run``'s per-slide path (tiling -> detection -> report) on the CRIC mosaic (8 real fields side by side,
-   ``real_fields.write_cric_mosaic``) with the old settings (``tiling.patch_size: 256``, ``inference.backend:
-   torch``) and with the new defaults: cell area (mm², from the tissue mask) per second of the three stages.
+1. ``wsi-run``'s per-slide path (tiling -> detection -> report) on the CRIC mosaic (8 real fields side by
+   side, ``wsi_pipeline.benchmarking.real_fields.write_cric_mosaic``) with the old settings
+   (``tiling.patch_size: 256``, ``inference.backend: torch``) and with the new defaults: cell area (mm², from
+   the tissue mask) per second of the three stages.
 2. Abnormal-cell recall (ASC-US, LSIL nuclei found at the report thresholds) and NILM nuclei flagged on the
    8 annotated CRIC fields, old against new, plus how many detections counted at the report thresholds agree.
 3. The network alone on tiles of the real TCT field: tile size x backend, batch and threads (the settings
@@ -28,24 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from end_to_end import field_patches  # noqa: E402
-from real_fields import CRIC_MPP, cric_fields, write_cric_mosaic  # noqa: E402
-
-from wsi_pipeline.aggregate.summary import class_thresholds  # noqa: E402
-from wsi_pipeline.config import load_config  # noqa: E402
-from wsi_pipeline.datasets.annotations import load_annotations  # noqa: E402
-from wsi_pipeline.inference.runtime import onnx_network  # noqa: E402
-from wsi_pipeline.models.bundled import starter_model_path  # noqa: E402
-from wsi_pipeline.models.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations  # noqa: E402
-from wsi_pipeline.models.checkpoint import load_checkpoint  # noqa: E402
-from wsi_pipeline.pipeline import RunOptions, run_slide  # noqa: E402
-from wsi_pipeline.store.detections import read_detections  # noqa: E402
-from wsi_pipeline.synth.config import load_synth_config  # noqa: E402
-from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
+from wsi_pipeline.aggregate.summary import class_thresholds
+from wsi_pipeline.benchmarking import RESULTS
+from wsi_pipeline.benchmarking.images import field_patches
+from wsi_pipeline.benchmarking.real_fields import CRIC_MPP, cric_fields, write_cric_mosaic
+from wsi_pipeline.config import load_config
+from wsi_pipeline.datasets.annotations import load_annotations
+from wsi_pipeline.inference.runtime import onnx_network
+from wsi_pipeline.models.bundled import starter_model_path
+from wsi_pipeline.models.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations
+from wsi_pipeline.models.checkpoint import load_checkpoint
+from wsi_pipeline.pipeline import RunOptions, run_slide
+from wsi_pipeline.store.detections import read_detections
+from wsi_pipeline.synth.config import load_synth_config
+from wsi_pipeline.taxonomy import load_taxonomy
 
 SETTINGS = {
     "old (256 px tiles = training patch, torch)": {"tiling": {"patch_size": 256}, "inference": {"backend": "torch"}},
@@ -141,7 +138,7 @@ def network_alone(model: Path, overlap: int = 128) -> list[dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="checkpoint (default: bundled starter model)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cpu_tiles")
+    ap.add_argument("--out", type=Path, default=RESULTS / "cpu_tiles")
     ap.add_argument("--skip-fields", action="store_true", help="no recall on the 8 CRIC fields")
     ap.add_argument("--skip-network", action="store_true", help="no network-alone table")
     ap.add_argument("--tile", type=int, default=None, help="tile px of the new settings (default: the config's)")

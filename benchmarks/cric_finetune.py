@@ -26,17 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from real_fields import CRIC_MPP, cric, cric_fields, cric_mosaic, tct_marked  # noqa: E402
-
-from wsi_pipeline.aggregate.summary import class_thresholds  # noqa: E402
-from wsi_pipeline.config import load_config, load_train_config  # noqa: E402
-from wsi_pipeline.datasets.slides import extract_dataset  # noqa: E402
-from wsi_pipeline.models.cell_hits import NucleusHitResult  # noqa: E402
-from wsi_pipeline.models.training import check_registry_names, train  # noqa: E402
-from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
+from wsi_pipeline.aggregate.summary import class_thresholds
+from wsi_pipeline.benchmarking import PROJECT as ROOT
+from wsi_pipeline.benchmarking import RESULTS
+from wsi_pipeline.benchmarking.real_fields import CRIC_MPP, cric, cric_fields, cric_mosaic, tct_marked
+from wsi_pipeline.config import load_config, load_train_config
+from wsi_pipeline.datasets.slides import extract_dataset
+from wsi_pipeline.models.cell_hits import NucleusHitResult
+from wsi_pipeline.models.training import check_registry_names, train
+from wsi_pipeline.taxonomy import load_taxonomy
 
 N_FOLDS = 4
 CRIC_CLASSES = ["NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC"]  # what CRIC Cervix labels (no AGC, INFL, organisms)
@@ -96,7 +94,7 @@ def pooled_hits(records: list[dict]) -> NucleusHitResult:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cric_finetune")
+    ap.add_argument("--out", type=Path, default=RESULTS / "cric_finetune")
     ap.add_argument("--folds", default=",".join(str(i) for i in range(N_FOLDS)))
     ap.add_argument("--epochs", type=int, default=None, help="override schedule.epochs of configs/finetune.yaml")
     ap.add_argument("--lr", type=float, default=None, help="override schedule.lr of configs/finetune.yaml")

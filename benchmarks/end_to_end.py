@@ -29,21 +29,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from wsi_pipeline.inference.device import plan_device  # noqa: E402
-from wsi_pipeline.io.tiffwriter import mirrored_tiling, write_pyramidal_tiff  # noqa: E402
-from wsi_pipeline.models.bundled import starter_model_path  # noqa: E402
-from wsi_pipeline.models.checkpoint import load_checkpoint  # noqa: E402
-
-FIELD = ROOT.parent / "shared" / "data" / "cytology" / "lbc_field.jpg"
-FIELD_MPP = 0.27  # estimated (docs/model_card.md)
-SLIDE_MPP = 0.5
+from wsi_pipeline.benchmarking import PROJECT as ROOT
+from wsi_pipeline.benchmarking.images import SLIDE_MPP, field_patches, resampled_field
+from wsi_pipeline.inference.device import plan_device
+from wsi_pipeline.io.tiffwriter import mirrored_tiling, write_pyramidal_tiff
+from wsi_pipeline.models.bundled import starter_model_path
+from wsi_pipeline.models.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -62,20 +55,6 @@ class StageTimes:
     @property
     def patches_per_s(self) -> float:
         return self.patches / self.detection_s if self.detection_s else float("nan")
-
-
-def resampled_field() -> np.ndarray:
-    """The real field, RGB, resampled from its estimated pixel size to the slide's."""
-    field = cv2.cvtColor(cv2.imread(str(FIELD), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    scale = FIELD_MPP / SLIDE_MPP
-    return cv2.resize(field, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-
-
-def field_patches(n: int, size: int = 256, seed: int = 0) -> torch.Tensor:
-    """``n`` uint8 patches ``(n, size, size, 3)`` from random places of the mirrored, resampled real field."""
-    read = mirrored_tiling(resampled_field())
-    rng = np.random.default_rng(seed)
-    return torch.from_numpy(np.stack([read(int(x), int(y), size, size) for x, y in rng.integers(0, 4000, (n, 2))]))
 
 
 def model_alone_rate(model: Path | None, device: str, precision: str, batch: int, patches: torch.Tensor,

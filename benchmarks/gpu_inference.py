@@ -1,7 +1,8 @@
 """GPU detection throughput: RetinaNet and FCOS (ResNet-50 FPN, 512 px), fp32 vs mixed precision.
 
 Self-contained: needs only torch, torchvision and numpy (uses the repo's detector builder when
-``wsi_pipeline.models.detector`` imports, else torchvision's models with the same settings).
+``wsi_pipeline.models.detector`` imports - installed, or ``PYTHONPATH=.`` as ``benchmarks/gpu_run.sh``
+sets it - else torchvision's models with the same settings).
 Each measured step includes the host->device copy of a pinned uint8 batch (B, 512, 512, 3),
 normalisation on the GPU, the forward pass and box post-processing, then a synchronise.
 Random weights: speed does not depend on training, except through the number of boxes
@@ -49,7 +50,6 @@ def slide_patch_count(slide_px: int = SLIDE_PX, patch: int = PATCH, overlap: int
 def build_model(kind: str, backbone: str, image_size: int) -> tuple[torch.nn.Module, str]:
     """The repo's Detector when importable, else a torchvision model with the same settings."""
     try:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from wsi_pipeline.models.detector import DetectorSpec, build_detector
         from wsi_pipeline.models.losses import build_loss
 

@@ -26,23 +26,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from wsi_pipeline.config import InferenceConfig, TilingConfig  # noqa: E402
-from wsi_pipeline.inference import detect_store  # noqa: E402
-from wsi_pipeline.io.tiffwriter import wrap_image_as_slide  # noqa: E402
-from wsi_pipeline.models.checkpoint import save_checkpoint  # noqa: E402
-from wsi_pipeline.models.detector import DetectorSpec, build_detector  # noqa: E402
-from wsi_pipeline.models.losses import build_loss  # noqa: E402
-from wsi_pipeline.store.patches import PatchStore  # noqa: E402
-from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
-from wsi_pipeline.tiling import tile_slide  # noqa: E402
-
-FIELD = ROOT.parent / "shared" / "data" / "cytology" / "lbc_field.jpg"
+from wsi_pipeline.benchmarking.images import LBC_FIELD as FIELD
+from wsi_pipeline.benchmarking.images import read_rgb
+from wsi_pipeline.config import InferenceConfig, TilingConfig
+from wsi_pipeline.inference import detect_store
+from wsi_pipeline.io.tiffwriter import wrap_image_as_slide
+from wsi_pipeline.models.checkpoint import save_checkpoint
+from wsi_pipeline.models.detector import DetectorSpec, build_detector
+from wsi_pipeline.models.losses import build_loss
+from wsi_pipeline.store.patches import PatchStore
+from wsi_pipeline.taxonomy import load_taxonomy
+from wsi_pipeline.tiling import tile_slide
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        image = cv2.cvtColor(cv2.imread(str(FIELD)), cv2.COLOR_BGR2RGB)
+        image = read_rgb(FIELD)
         slide = wrap_image_as_slide(image, work / "lbc_field.svs", mpp=0.25)
         tile_slide(slide, work, tiling, progress=False)
         store = PatchStore.open(work / "patches.zarr")
@@ -117,7 +113,7 @@ def compare_starter(batch: int, threads: int, n: int = 96) -> int:
     from wsi_pipeline.models.checkpoint import load_checkpoint  # noqa: PLC0415
 
     torch.set_num_threads(threads or torch.get_num_threads())
-    image = cv2.cvtColor(cv2.imread(str(FIELD)), cv2.COLOR_BGR2RGB)
+    image = read_rgb(FIELD)
     rng = torch.Generator().manual_seed(0)
     ys = torch.randint(0, image.shape[0] - 256, (n,), generator=rng)
     xs = torch.randint(0, image.shape[1] - 256, (n,), generator=rng)

@@ -39,20 +39,16 @@ import json
 import logging
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from wsi_pipeline.config import load_train_config  # noqa: E402
-from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
+from wsi_pipeline.benchmarking import PROJECT as ROOT, RESULTS
+from wsi_pipeline.benchmarking.longtail import RARE_MAX_SHARE, RECIPES, fmt_delta, mean_std, paired_delta, rare_classes, statistics_moved
+from wsi_pipeline.config import load_train_config
+from wsi_pipeline.taxonomy import load_taxonomy
 
 PRESETS = {
     # CPU: a smoke test (the path runs, the statistics move, the table prints), not a result
@@ -65,24 +61,10 @@ DATA_CONFIG = ROOT / "configs" / "longtail_data.yaml"
 TEST_SPLIT = {"class_frequencies": dict.fromkeys(["ASC-US", "LSIL", "ASC-H", "HSIL", "SCC", "AGC", "TRICH", "CAND"], 1.0),
               "positives_per_image": [1, 3]}
 LOSSES = ["bce", "focal", "eqlv2", "efl", "efl_official", "gradlibra", "gradlibra_v2"]
-# a benchmark entry that is a recipe, not only a loss: config overrides (configs/efl_official.yaml explains them)
-RECIPES: dict[str, dict] = {
-    "efl_official": {
-        "loss": {"name": "efl", "params": {"gamma": 2.0, "alpha": 0.25, "scale_factor": 8.0}},
-        "model": {"prior_prob": 0.001},
-        "repeat_factor_threshold": 0.1,
-        # lr 0.02 per 16 images (linear scaling to the preset's batch size in run_overrides)
-        "schedule": {"optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0001,
-                     "decay_bias_and_norm": True, "lr_schedule": "step", "lr_steps": [0.67, 0.89]},
-    },
-}
 BASELINES = ("bce", "focal")
-RARE_MAX_SHARE = 0.1  # rare: < 10% of the training boxes each (50-200 boxes of ~2,700 at the GPU preset)
 # The benchmark decides only when its focal baseline is strong enough (issue 11): focal mAP
 # AP@[.5:.95] >= this, and every rare class present in the test set with focal AP50 > 0.
 DECISIVE_FOCAL_MAP = 0.3
-NEUTRAL_TOLERANCE = 0.1  # a statistic "moved" when a rare class's beta / pos_neg fell below 1 - this
-BOOTSTRAP_RESAMPLES = 10_000
 
 
 def build_datasets(out: Path, train_images: int, test_images: int) -> tuple[Path, Path]:
@@ -112,17 +94,6 @@ def class_counts(data: Path) -> dict[str, int]:
     return counts
 
 
-def rare_classes(train_counts: dict[str, int]) -> list[str]:
-    """The tail: classes holding some but less than 10% of the training boxes each.
-
-    Example:
-        >>> rare_classes({"ASC-US": 800, "LSIL": 700, "SCC": 55, "NILM": 0})
-        ['SCC']
-    """
-    total = sum(train_counts.values())
-    return [n for n, c in train_counts.items() if 0 < c < RARE_MAX_SHARE * total]
-
-
 def run_overrides(loss: str, base: dict, batch_size: int) -> dict:
     """Config overrides of one benchmark entry: a loss name, or a recipe from :data:`RECIPES` (whose
     SGD learning rate is given per 16 images and scaled linearly to ``batch_size``).
@@ -137,16 +108,6 @@ def run_overrides(loss: str, base: dict, batch_size: int) -> dict:
         return merge(base, {"loss": {"name": loss}})
     recipe = merge(RECIPES[loss], {"schedule": {"lr": RECIPES[loss]["schedule"]["lr"] * batch_size / 16}})
     return merge(base, recipe)
-
-
-def statistics_moved(stats: dict[str, list[float]], class_names: list[str], rare: list[str]) -> tuple[bool | None, float | None]:
-    """(moved, lowest rare-class value) of a loss's final ``beta`` (else ``pos_neg``); (None, None) for
-    losses without statistics. Neutral is 1 (no down-weighting)."""
-    values = stats.get("beta") or stats.get("pos_neg")
-    if not values:
-        return None, None
-    low = min(values[class_names.index(n)] for n in rare) if rare else min(values)
-    return low < 1 - NEUTRAL_TOLERANCE, low
 
 
 def run_path(out: Path, loss: str, seed: int) -> Path:
@@ -227,36 +188,6 @@ def run_one(loss: str, seed: int, args, train_data: Path, test_data: Path, overr
     return record
 
 
-def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
-def paired_delta(records: list[dict], loss: str, baseline: str, key: str = "rare_map",
-                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float, float] | None:
-    """Mean over seeds of ``key(loss) - key(baseline)`` on the same seed, with a percentile bootstrap
-    95% interval (seeds resampled with replacement); None with fewer than 2 paired seeds.
-
-    Example:
-        >>> rs = [{"loss": "a", "seed": s, "rare_map": 0.30 + 0.01 * s} for s in range(4)]
-        >>> rs += [{"loss": "b", "seed": s, "rare_map": 0.20 + 0.01 * s} for s in range(4)]
-        >>> [round(v, 3) for v in paired_delta(rs, "a", "b")]
-        [0.1, 0.1, 0.1]
-    """
-    mine = {r["seed"]: r[key] for r in records if r["loss"] == loss and r.get(key) is not None}
-    base = {r["seed"]: r[key] for r in records if r["loss"] == baseline and r.get(key) is not None}
-    seeds = sorted(mine.keys() & base.keys())
-    if len(seeds) < 2:
-        return None
-    deltas = np.array([mine[s] - base[s] for s in seeds])
-    rng = np.random.default_rng(seed)
-    means = deltas[rng.integers(len(deltas), size=(resamples, len(deltas)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(deltas.mean()), float(low), float(high)
-
-
 def summarise(records: list[dict], losses: list[str], names: list[str]) -> dict:
     summary: dict = {}
     for loss in losses:
@@ -281,10 +212,6 @@ def summarise(records: list[dict], losses: list[str], names: list[str]) -> dict:
 def fmt(ms: tuple[float | None, float | None]) -> str:
     m, s = ms
     return "n/a" if m is None else f"{m:.3f} ± {s:.3f}"
-
-
-def fmt_delta(delta: tuple[float, float, float] | None) -> str:
-    return "n/a" if delta is None else f"{delta[0]:+.3f} [{delta[1]:+.3f}, {delta[2]:+.3f}]"
 
 
 def inconclusive_reason(summary: dict, rare_present: list[str]) -> str | None:
@@ -434,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--jobs must be >= 1")
     preset = PRESETS[args.preset]
     args.config = Path(args.config or ROOT / preset["config"]).resolve()
-    args.out = (args.out or ROOT / "benchmarks" / "results" / f"longtail_{args.preset}").resolve()
+    args.out = (args.out or RESULTS / f"longtail_{args.preset}").resolve()
     if args.jobs > 1 and args.threads == 0:
         args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     overrides: dict = {"num_threads": args.threads}

@@ -33,10 +33,11 @@ from scipy import ndimage as ndi
 from scipy.stats import mannwhitneyu
 
 from wsi_pipeline.aggregate.morphometry import nucleus_and_territory_areas, segment_nuclei
+from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT
+from wsi_pipeline.benchmarking import CYTOLOGY
+from wsi_pipeline.benchmarking import PROJECT as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-FIELDS = ROOT.parent / "shared" / "data" / "cytology" / "cric_fields"
-SPLIT = ROOT / "configs" / "splits" / "cric.csv"
+FIELDS = CYTOLOGY / "cric_fields"
 MATCH_PX = 10
 NILM_LABEL = "Negative for intraepithelial lesion"
 

@@ -6,8 +6,8 @@ slide carries its pixel size, so if the result changed a lot with the estimate, 
 would be the estimate's, not the model's. This script reruns the CRIC nucleus hits and the
 ``tct_marked`` ranking with both estimates multiplied by each FACTOR and prints one line per factor.
 
-It is a diagnostic only: the pixel sizes in ``real_fields.py`` stay as fixed, whatever this prints,
-and nothing here is used to pick a threshold or a model.
+It is a diagnostic only: the pixel sizes in ``wsi_pipeline/benchmarking/real_fields.py`` stay as fixed,
+whatever this prints, and nothing here is used to pick a threshold or a model.
 
     python benchmarks/mpp_sensitivity.py                                # bundled model, 0.8-1.25x
     python benchmarks/mpp_sensitivity.py --model runs/lab/model.pt --factors 0.9 1 1.1
@@ -24,14 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import real_fields  # noqa: E402
-
-from wsi_pipeline.aggregate.summary import class_thresholds  # noqa: E402
-from wsi_pipeline.config import load_config  # noqa: E402
-from wsi_pipeline.models.bundled import starter_model_path  # noqa: E402
-from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
+from wsi_pipeline.aggregate.summary import class_thresholds
+from wsi_pipeline.benchmarking import RESULTS, real_fields
+from wsi_pipeline.config import load_config
+from wsi_pipeline.models.bundled import starter_model_path
+from wsi_pipeline.taxonomy import load_taxonomy
 
 
 def at_factor(model: Path, out: Path, factor: float) -> dict:
@@ -61,7 +58,7 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=None, help="checkpoint (default: bundled starter model)")
     ap.add_argument("--factors", type=float, nargs="+", default=[0.8, 0.9, 1.0, 1.1, 1.25],
                     help="multipliers of the estimated pixel sizes (default: 0.8 0.9 1 1.1 1.25)")
-    ap.add_argument("--out", type=Path, default=real_fields.ROOT / "benchmarks" / "results" / "mpp_sensitivity")
+    ap.add_argument("--out", type=Path, default=RESULTS / "mpp_sensitivity")
     ap.add_argument("--json", type=Path, default=None, help="also write the lines here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -28,31 +28,20 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from real_fields import DATA, run_field, tct_marked  # noqa: E402
-
-from wsi_pipeline.aggregate.summary import class_thresholds  # noqa: E402
-from wsi_pipeline.config import load_config  # noqa: E402
-from wsi_pipeline.datasets.annotations import load_annotations  # noqa: E402
-from wsi_pipeline.datasets.slides import point_csv_pairs, read_mpp_table  # noqa: E402
-from wsi_pipeline.datasets.split import read_split  # noqa: E402
-from wsi_pipeline.models.bundled import starter_model_path  # noqa: E402
-from wsi_pipeline.models.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations  # noqa: E402
-from wsi_pipeline.store.detections import read_detections  # noqa: E402
-from wsi_pipeline.synth.config import load_synth_config  # noqa: E402
-from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
-
-FIELDS = DATA / "cric_fields"
-SPLIT = ROOT / "configs" / "splits" / "cric.csv"
-
-
-def validation_fields(limit: int | None = None) -> list[Path]:
-    """The ``cric_fields`` images on the validation side of the committed split, sorted."""
-    split = read_split(SPLIT)
-    fields = [image for image, _ in point_csv_pairs(FIELDS / "cells.csv") if split.side(image) == "val"]
-    return fields[:limit] if limit else fields
+from wsi_pipeline.aggregate.summary import class_thresholds
+from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT
+from wsi_pipeline.benchmarking import PROJECT as ROOT
+from wsi_pipeline.benchmarking import RESULTS
+from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS as FIELDS
+from wsi_pipeline.benchmarking.real_fields import run_field, tct_marked, validation_fields
+from wsi_pipeline.config import load_config
+from wsi_pipeline.datasets.annotations import load_annotations
+from wsi_pipeline.datasets.slides import read_mpp_table
+from wsi_pipeline.models.bundled import starter_model_path
+from wsi_pipeline.models.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations
+from wsi_pipeline.store.detections import read_detections
+from wsi_pipeline.synth.config import load_synth_config
+from wsi_pipeline.taxonomy import load_taxonomy
 
 
 def cric_validation(model: Path, out: Path, taxonomy, thresholds, fields: list[Path]) -> dict:
@@ -142,7 +131,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, action="append", default=[], help="checkpoint (repeat; default: the bundled model)")
     ap.add_argument("--baseline", default=None, help="also score this model first ('starter': the bundled one)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "real_cells")
+    ap.add_argument("--out", type=Path, default=RESULTS / "real_cells")
     ap.add_argument("--json", type=Path, default=None, help="write the records here")
     ap.add_argument("--fields", type=int, default=None, help="only the first N validation fields (a quick look)")
     ap.add_argument("--demo", action="store_true", help="also run the demo slide (a few minutes on CPU)")

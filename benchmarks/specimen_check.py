@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from wsi_pipeline.aggregate.specimen import judge, measure_overview, patch_focus
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from wsi_pipeline.benchmarking import SHARED_DATA as DATA
+from wsi_pipeline.benchmarking.images import read_rgb
 PATCH_MPP, PATCH = 0.5, 512
 BLUR_UM = 1.5  # sigma of the Gaussian defocus applied to copies of the real images
 
@@ -48,10 +48,6 @@ def slide_check(path: Path, mpp: float | None = None):
                 if v is not None:
                     focus.append(v)
     return judge(measure_overview(thumb, 2.0), focus)
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def main() -> int:

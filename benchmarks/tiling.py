@@ -20,24 +20,21 @@ import multiprocessing as mp
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import openslide
 import psutil
 import tifffile
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from wsi_pipeline.io import open_slide  # noqa: E402
-from wsi_pipeline.io.tiffwriter import mirrored_tiling, write_pyramidal_tiff  # noqa: E402
-from wsi_pipeline.store.patches import PatchStore  # noqa: E402
-from wsi_pipeline.tiling.worker import ReadPlan, read_patch  # noqa: E402
+from wsi_pipeline.benchmarking import PROJECT as ROOT
+from wsi_pipeline.benchmarking.images import LBC_FIELD, read_rgb
+from wsi_pipeline.io import open_slide
+from wsi_pipeline.io.tiffwriter import mirrored_tiling, write_pyramidal_tiff
+from wsi_pipeline.store.patches import PatchStore
+from wsi_pipeline.tiling.worker import ReadPlan, read_patch
 
 PATCH = 512
 
@@ -47,7 +44,7 @@ def make_slide(size: int, cache: Path) -> Path:
     if path.exists():
         return path
     cache.mkdir(parents=True, exist_ok=True)
-    field = cv2.cvtColor(cv2.imread(str(ROOT.parent / "shared/data/cytology/lbc_field.jpg")), cv2.COLOR_BGR2RGB)
+    field = read_rgb(LBC_FIELD)
     t = time.perf_counter()
     # mirrored copies so the content is continuous and every tile holds real cells
     write_pyramidal_tiff(path, size, size, mirrored_tiling(field), mpp=0.25, tile_size=512, quality=85)

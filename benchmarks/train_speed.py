@@ -26,13 +26,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from wsi_pipeline.config import load_train_config  # noqa: E402
-from wsi_pipeline.device import autocast_dtype, resolve_device  # noqa: E402
-from wsi_pipeline.models.training import build_detector, build_loss, build_optimizer, detector_spec  # noqa: E402
-from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
+from wsi_pipeline.benchmarking import PROJECT as ROOT
+from wsi_pipeline.config import load_train_config
+from wsi_pipeline.device import autocast_dtype, resolve_device
+from wsi_pipeline.models.training import build_detector, build_loss, build_optimizer, detector_spec
+from wsi_pipeline.taxonomy import load_taxonomy
 
 
 def random_batch(batch: int, size: int, num_classes: int, device: torch.device, seed: int = 0):

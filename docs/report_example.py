@@ -15,21 +15,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from PIL import Image
 
+from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS as FIELDS
+from wsi_pipeline.benchmarking.real_fields import run_field, validation_fields, write_cric_mosaic
+from wsi_pipeline.datasets.slides import read_mpp_table
 from wsi_pipeline.models.bundled import starter_model_path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from real_cells import FIELDS, validation_fields  # noqa: E402
-from real_fields import run_field, write_cric_mosaic  # noqa: E402  (the validation benchmark's mosaic)
-
-from wsi_pipeline.datasets.slides import read_mpp_table  # noqa: E402
 
 
 def example_fields(n: int = 8) -> list[Path]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmark_helpers import load_benchmark
+from wsi_pipeline.benchmarking import images
 from wsi_pipeline.io import open_slide
 from wsi_pipeline.io.tiffwriter import mirrored_tiling
 
@@ -28,10 +29,10 @@ def test_mirrored_tiling_has_no_seams():
 
 def test_the_field_is_resampled_to_the_slides_pixel_size(cytology_dir):
     original = cv2.imread(str(cytology_dir / "lbc_field.jpg"))
-    field = e2e.resampled_field()
-    scale = e2e.FIELD_MPP / e2e.SLIDE_MPP
+    field = images.resampled_field()
+    scale = images.LBC_FIELD_MPP / e2e.SLIDE_MPP
     assert field.shape == (round(original.shape[0] * scale), round(original.shape[1] * scale), 3)
-    assert e2e.field_patches(3).shape == (3, 256, 256, 3)
+    assert images.field_patches(3).shape == (3, 256, 256, 3)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from benchmark_helpers import load_benchmark
+from wsi_pipeline.datasets.split import read_split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cytology"
 needs_data = pytest.mark.skipif(not (DATA / "cric_cells" / "index.csv").is_file() or not (DATA / "cric_fields").is_dir(),
@@ -27,7 +28,7 @@ def bench():
 
 @needs_data
 def test_no_field_on_both_sides_and_test_side_holds_30_of_every_class(bench):
-    split = bench.read_split(bench.SPLIT)
+    split = read_split(bench.SPLIT)
     for cells in (bench.load_crop_cells(), bench.load_context_cells()):
         train = {cells.fields[i] for i in cells.index("train")}
         test = {cells.fields[i] for i in cells.index("test")}

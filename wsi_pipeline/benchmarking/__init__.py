@@ -1,0 +1,24 @@
+"""Shared helpers of the scripts in ``benchmarks/``: where the real data lies, the real validation fields,
+images cut from them, and the paired-seed statistics of the loss benchmarks.
+
+``benchmarks/<name>.py`` are thin command-line scripts (``python benchmarks/<name>.py --help``); what two or
+more of them use lives here, so no script imports another and none edits ``sys.path``. This subpackage is the
+top layer: it may import any stage of the pipeline, and nothing in ``wsi_pipeline`` imports it. It reads
+data from the project checkout (``configs/``, ``../shared/data``), so it is meant for a checkout installed
+with ``pip install -e .``, like ``configs/`` itself (:data:`wsi_pipeline.taxonomy.CONFIG_DIR`).
+
+Modules:
+    real_fields  the validation fields (CRIC, ``tct_marked``) run through the whole pipeline and scored
+    images       real-field images: read as RGB, the TCT field resampled to 0.5 um/px, windows around points
+    stats        per-seed means, paired deltas with bootstrap intervals, rare classes, loss statistics
+"""
+
+from __future__ import annotations
+
+from ..taxonomy import CONFIG_DIR
+
+PROJECT = CONFIG_DIR.parent
+RESULTS = PROJECT / "benchmarks" / "results"  # default output folder of the scripts
+SHARED_DATA = PROJECT.parent / "shared" / "data"  # the real test data beside the checkout (absent: scripts say so)
+CYTOLOGY = SHARED_DATA / "cytology"
+CRIC_SPLIT = CONFIG_DIR / "splits" / "cric.csv"  # the committed train / validation split of the CRIC fields
