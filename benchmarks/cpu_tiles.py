@@ -37,7 +37,7 @@ from wsi_pipeline.config import load_config
 from wsi_pipeline.datasets.annotations import load_annotations
 from wsi_pipeline.inference.runtime import onnx_network
 from wsi_pipeline.models.bundled import starter_model_path
-from wsi_pipeline.models.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations
+from wsi_pipeline.aggregate.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations
 from wsi_pipeline.models.checkpoint import load_checkpoint
 from wsi_pipeline.pipeline import RunOptions, run_slide
 from wsi_pipeline.store.detections import read_detections

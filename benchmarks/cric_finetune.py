@@ -32,7 +32,7 @@ from wsi_pipeline.benchmarking import RESULTS
 from wsi_pipeline.benchmarking.real_fields import CRIC_MPP, cric, cric_fields, cric_mosaic, tct_marked
 from wsi_pipeline.config import load_config, load_train_config
 from wsi_pipeline.datasets.slides import extract_dataset
-from wsi_pipeline.models.cell_hits import NucleusHitResult
+from wsi_pipeline.aggregate.cell_hits import NucleusHitResult
 from wsi_pipeline.models.training import check_registry_names, train
 from wsi_pipeline.taxonomy import load_taxonomy
 

@@ -63,12 +63,12 @@ sys.path.insert(0, str(ROOT))
 from wsi_pipeline.aggregate.summary import class_thresholds, summarize  # noqa: E402
 from wsi_pipeline.config import load_config  # noqa: E402
 from wsi_pipeline.datasets.annotations import load_annotations  # noqa: E402
-from wsi_pipeline.models.cell_hits import HIGH_GRADE_CLASSES as HIGH_GRADE  # noqa: E402
+from wsi_pipeline.aggregate.cell_hits import HIGH_GRADE_CLASSES as HIGH_GRADE  # noqa: E402
 from wsi_pipeline.errors import ArtifactError  # noqa: E402
 from wsi_pipeline.fsutil import atomic_path  # noqa: E402
 from wsi_pipeline.models.backbones import EfficientNetLiteBody, backbone_entry, load_weights  # noqa: E402
 from wsi_pipeline.models.bundled import starter_model_path  # noqa: E402
-from wsi_pipeline.models.cell_hits import NucleusHitResult, circle_ranking, nucleus_hits, truth_from_annotations  # noqa: E402
+from wsi_pipeline.aggregate.cell_hits import NucleusHitResult, circle_ranking, nucleus_hits, truth_from_annotations  # noqa: E402
 from wsi_pipeline.models.checkpoint import load_checkpoint  # noqa: E402
 from wsi_pipeline.models.data import CocoPatchDataset  # noqa: E402
 from wsi_pipeline.models.losses import build_loss, prior_bias  # noqa: E402

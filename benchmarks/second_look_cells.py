@@ -67,7 +67,7 @@ from wsi_pipeline.datasets.annotations import load_annotations
 from wsi_pipeline.datasets.composite import split_files
 from wsi_pipeline.datasets.slides import read_mpp_table
 from wsi_pipeline.io import open_slide
-from wsi_pipeline.models.cell_hits import HIGH_GRADE_CLASSES, NucleusHitResult, circle_ranking, nucleus_hits, truth_from_annotations
+from wsi_pipeline.aggregate.cell_hits import HIGH_GRADE_CLASSES, NucleusHitResult, circle_ranking, nucleus_hits, truth_from_annotations
 from wsi_pipeline.models.losses import build_loss
 from wsi_pipeline.store.detections import Detections, read_detections
 from wsi_pipeline.synth.config import load_synth_config

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from wsi_pipeline.aggregate.summary import class_thresholds  # noqa: E402
 from wsi_pipeline.config import load_config  # noqa: E402
 from wsi_pipeline.datasets.annotations import load_annotations  # noqa: E402
-from wsi_pipeline.models.cell_hits import (  # noqa: E402
+from wsi_pipeline.aggregate.cell_hits import (  # noqa: E402
     NucleusHitResult, calibrate_thresholds, nucleus_hits, pooled_cell_scores, truth_from_annotations,
 )
 from wsi_pipeline.store.detections import read_detections  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from benchmark_helpers import load_benchmark
 
-from wsi_pipeline.models.cell_hits import NucleusHitResult
+from wsi_pipeline.aggregate.cell_hits import NucleusHitResult
 
 
 def test_each_factor_scales_both_pixel_sizes_and_summarises_the_fields(monkeypatch, tmp_path):

@@ -17,7 +17,7 @@ from wsi_pipeline.datasets.composite import (
 )
 from wsi_pipeline.errors import ArtifactError, ConfigError
 from wsi_pipeline.export.cells import CellTable, to_asap_xml, to_geojson
-from wsi_pipeline.models.cell_hits import TruthCell, circle_ranking, nucleus_hits
+from wsi_pipeline.aggregate.cell_hits import TruthCell, circle_ranking, nucleus_hits
 from wsi_pipeline.taxonomy import load_taxonomy
 
 TAX = load_taxonomy()

@@ -10,7 +10,7 @@ import yaml
 
 from wsi_pipeline.cli.main import main
 from wsi_pipeline.config import load_config
-from wsi_pipeline.models.cell_hits import TruthCell, best_same_class_scores, calibrate_thresholds
+from wsi_pipeline.aggregate.cell_hits import TruthCell, best_same_class_scores, calibrate_thresholds
 from wsi_pipeline.store.detections import Detections, write_detections
 from wsi_pipeline.taxonomy import load_taxonomy
 

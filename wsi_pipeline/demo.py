@@ -25,7 +25,7 @@ from .config import load_config
 from .datasets.annotations import load_annotations
 from .errors import WsiError
 from .models.bundled import starter_model_path
-from .models.cell_hits import HIGH_GRADE_CLASSES, nucleus_hits, truth_from_annotations
+from .aggregate.cell_hits import HIGH_GRADE_CLASSES, nucleus_hits, truth_from_annotations
 from .pipeline import RunOptions, run_slide
 from .taxonomy import CONFIG_DIR, load_taxonomy
 
@@ -54,7 +54,7 @@ class DemoRecall:
 
 def high_grade_recall(truth_geojson: Path, cells_geojson: Path) -> DemoRecall:
     """Planted ASC-H/HSIL/SCC cells whose centre lies in a reported cell of an abnormal class (the
-    nucleus-hit rule of :mod:`wsi_pipeline.models.cell_hits`; the exported cells are already counted)."""
+    nucleus-hit rule of :mod:`wsi_pipeline.aggregate.cell_hits`; the exported cells are already counted)."""
     taxonomy = load_taxonomy()
     planted = [c for c in truth_from_annotations(load_annotations(truth_geojson, taxonomy, {}))
                if c.class_name in HIGH_GRADE_CLASSES]

@@ -106,7 +106,7 @@ def run_cells(args: argparse.Namespace) -> int:
     from ..config import load_config  # noqa: PLC0415
     from ..datasets.annotations import load_annotations  # noqa: PLC0415
     from ..errors import ConfigError  # noqa: PLC0415
-    from ..models.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations  # noqa: PLC0415
+    from ..aggregate.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations  # noqa: PLC0415
     from ..store.detections import read_detections  # noqa: PLC0415
     from ..synth.config import load_synth_config  # noqa: PLC0415
     from ..taxonomy import load_taxonomy  # noqa: PLC0415
@@ -137,7 +137,7 @@ def calibrated_thresholds(fields, target: float, thresholds: list[float], taxono
     import yaml  # noqa: PLC0415
 
     from ..errors import ConfigError  # noqa: PLC0415
-    from ..models.cell_hits import calibrate_thresholds, pooled_cell_scores  # noqa: PLC0415
+    from ..aggregate.cell_hits import calibrate_thresholds, pooled_cell_scores  # noqa: PLC0415
 
     choices = calibrate_thresholds(pooled_cell_scores(fields, taxonomy), target)
     if not choices:
@@ -167,7 +167,7 @@ def run_circles(args: argparse.Namespace) -> int:
     from ..config import load_config  # noqa: PLC0415
     from ..datasets.annotations import load_regions  # noqa: PLC0415
     from ..errors import ConfigError  # noqa: PLC0415
-    from ..models.cell_hits import circle_ranking  # noqa: PLC0415
+    from ..aggregate.cell_hits import circle_ranking  # noqa: PLC0415
     from ..store.detections import read_detections  # noqa: PLC0415
     from ..taxonomy import load_taxonomy  # noqa: PLC0415
 
