@@ -23,7 +23,7 @@ from ..config import load_config
 from ..datasets.annotations import load_annotations
 from ..datasets.slides import point_csv_pairs
 from ..datasets.split import read_split
-from ..models.cell_hits import NucleusHitResult, circle_ranking, nucleus_hits, truth_from_annotations
+from ..aggregate.cell_hits import NucleusHitResult, circle_ranking, nucleus_hits, truth_from_annotations
 from ..pipeline import RunOptions, run_slide
 from ..store.detections import read_detections
 from ..synth.config import load_synth_config
