@@ -24,7 +24,7 @@ from wsi_pipeline.aggregate.summary import class_thresholds  # noqa: E402
 from wsi_pipeline.config import load_config  # noqa: E402
 from wsi_pipeline.datasets.annotations import load_annotations  # noqa: E402
 from wsi_pipeline.aggregate.cell_hits import (  # noqa: E402
-    NucleusHitResult, calibrate_thresholds, nucleus_hits, pooled_cell_scores, truth_from_annotations,
+    NucleusHitResult, calibrated_thresholds, nucleus_hits, truth_from_annotations,
 )
 from wsi_pipeline.store.detections import read_detections  # noqa: E402
 from wsi_pipeline.synth.config import load_synth_config  # noqa: E402
@@ -58,10 +58,7 @@ def score(fields, thresholds, taxonomy) -> NucleusHitResult:
 
 def fold(tuning, held_out, recall: float, defaults: list[float], taxonomy) -> dict:
     """Thresholds calibrated on ``tuning``; held-out nucleus hits with them and with ``defaults``."""
-    choices = calibrate_thresholds(pooled_cell_scores([(det, truth) for _, det, truth in tuning], taxonomy), recall)
-    thresholds = list(defaults)
-    for c in choices:
-        thresholds[taxonomy.index(c.class_name)] = c.threshold
+    thresholds, choices = calibrated_thresholds([(det, truth) for _, det, truth in tuning], recall, defaults, taxonomy)
     calibrated, default = score(held_out, thresholds, taxonomy), score(held_out, defaults, taxonomy)
     return {
         "tuning": [f for f, *_ in tuning], "held_out": [f for f, *_ in held_out],

@@ -217,11 +217,15 @@ def _check_classes(cfg: PipelineConfig, source: str) -> None:
     """The taxonomy file exists and the per-class report thresholds name its classes (before any work starts)."""
     from .taxonomy import load_taxonomy  # noqa: PLC0415
 
-    taxonomy = load_taxonomy(cfg.taxonomy or None)
+    check_report_classes(cfg.report, load_taxonomy(cfg.taxonomy or None).names, source)
+
+
+def check_report_classes(report: ReportConfig, names: list[str], source: str | None) -> None:
+    """The per-class report settings name classes of the taxonomy (``names``); a one-line error otherwise."""
     for key in ("class_score_thresholds", "class_min_cells"):
-        unknown = sorted(set(getattr(cfg.report, key)) - set(taxonomy.names))
+        unknown = sorted(set(getattr(report, key)) - set(names))
         if unknown:
-            raise ConfigError(source, f"report.{key} names unknown class {unknown[0]!r} (known: {', '.join(taxonomy.names)})")
+            raise ConfigError(source, f"report.{key} names unknown class {unknown[0]!r} (known: {', '.join(names)})")
 
 
 SCHEDULERS = ("threads", "processes", "synchronous", "distributed")

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..taxonomy import Taxonomy
+from .counting import counted_mask
 
 HIGH_GRADE_CLASSES = ("ASC-H", "HSIL", "SCC")
 
@@ -131,7 +132,7 @@ def nucleus_hits(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, thre
     """Count truth cells found by counted detections (see the module docstring)."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     labels = np.asarray(labels, np.int64)
-    counted = np.asarray(scores, np.float32) >= np.asarray(thresholds, np.float32)[labels] if len(labels) else np.zeros(0, bool)
+    counted = counted_mask(scores, labels, thresholds)
     abnormal_idx = {taxonomy.index(n) for n in taxonomy.abnormal_names()}
     is_abnormal = np.isin(labels, list(abnormal_idx)) & counted
     high_idx = [taxonomy.index(n) for n in HIGH_GRADE_CLASSES if n in taxonomy.names]
@@ -189,8 +190,7 @@ def circle_ranking(boxes: np.ndarray, class_scores: np.ndarray, labels: np.ndarr
     in_circle = np.zeros(len(boxes), bool)
     for x0, y0, x1, y1 in circles:
         in_circle |= (x0 <= centres[:, 0]) & (centres[:, 0] <= x1) & (y0 <= centres[:, 1]) & (centres[:, 1] <= y1)
-    counted = (np.asarray(scores, np.float32) >= np.asarray(thresholds, np.float32)[labels]) & np.isin(labels, abnormal) \
-        if len(labels) else np.zeros(0, bool)
+    counted = counted_mask(scores, labels, thresholds) & np.isin(labels, abnormal)
     if not len(boxes):
         return CircleRanking(None, None, 0, 0)
     suspicion = np.asarray(class_scores, np.float32)[:, abnormal].max(1)
@@ -272,3 +272,25 @@ def calibrate_thresholds(cell_scores: dict[str, list[float]], target_recall: flo
         found = (ranked >= threshold) & (ranked > 0)
         choices.append(ThresholdChoice(name, threshold, len(ranked), float(found.mean()), reachable))
     return choices
+
+
+def calibrated_thresholds(fields, target_recall: float, thresholds: list[float],
+                          taxonomy: Taxonomy) -> tuple[list[float], list[ThresholdChoice]]:
+    """``thresholds`` (taxonomy order) with each abnormal class that has annotated cells in ``fields`` replaced
+    by its :func:`calibrate_thresholds` value, and the choices; ``fields`` as for :func:`pooled_cell_scores`.
+
+    Example:
+        >>> from wsi_pipeline.store.detections import Detections
+        >>> from wsi_pipeline.taxonomy import load_taxonomy
+        >>> tax = load_taxonomy()
+        >>> det = Detections(np.array([[0, 0, 20, 20]], np.float32), np.array([0.3], np.float32),
+        ...                  np.array([tax.index("HSIL")]), np.zeros(1, np.int32), np.zeros((1, len(tax)), np.float32))
+        >>> updated, choices = calibrated_thresholds([(det, [TruthCell(10, 10, "HSIL")])], 1.0, [0.5] * len(tax), tax)
+        >>> updated[tax.index("HSIL")], updated[tax.index("LSIL")], [c.class_name for c in choices]
+        (0.3, 0.5, ['HSIL'])
+    """
+    choices = calibrate_thresholds(pooled_cell_scores(fields, taxonomy), target_recall)
+    updated = list(thresholds)
+    for c in choices:
+        updated[taxonomy.index(c.class_name)] = c.threshold
+    return updated, choices

@@ -21,11 +21,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..config import PREPARATIONS, ReportConfig
-from ..errors import ConfigError
+from ..config import PREPARATIONS, ReportConfig, check_report_classes
 from ..store.contracts import Contract, DetectionsMeta
 from ..store.detections import Detections
 from ..taxonomy import Taxonomy
+from .counting import counted_mask
 
 NEGATIVE_CATEGORY = "NILM"
 ORGANISM_GROUP = "organism"
@@ -124,10 +124,7 @@ class SlideSummary:
 
     def counted_mask(self, det: Detections) -> np.ndarray:
         """Boolean mask of the table's rows that count for their class (score >= class threshold)."""
-        thresholds = np.array([c.score_threshold for c in self.classes], np.float32)
-        if len(det) == 0:
-            return np.zeros(0, bool)
-        return det.scores >= thresholds[det.labels.astype(np.int64)]
+        return counted_mask(det.scores, det.labels, [c.score_threshold for c in self.classes])
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -149,10 +146,7 @@ def class_thresholds(taxonomy: Taxonomy, cfg: ReportConfig) -> tuple[list[float]
         >>> thr[0], thr[-3], mins[6]
         (0.5, 0.3, 1)
     """
-    for key, mapping in (("class_score_thresholds", cfg.class_score_thresholds), ("class_min_cells", cfg.class_min_cells)):
-        unknown = sorted(set(mapping) - set(taxonomy.names))
-        if unknown:
-            raise ConfigError("report config", f"report.{key} names unknown class {unknown[0]!r} (known: {', '.join(taxonomy.names)})")
+    check_report_classes(cfg, taxonomy.names, "report config")
     thresholds = [float(cfg.class_score_thresholds.get(n, cfg.score_threshold)) for n in taxonomy.names]
     minimums = [int(cfg.class_min_cells.get(n, cfg.min_cells)) for n in taxonomy.names]
     return thresholds, minimums
@@ -197,7 +191,7 @@ def summarize(det: Detections, taxonomy: Taxonomy, cfg: ReportConfig) -> SlideSu
     area = _cell_area_mm2(det.meta)
     labels = det.labels.astype(np.int64)
     scores = det.scores.astype(np.float32)
-    counted = scores >= np.asarray(thresholds, np.float32)[labels] if len(det) else np.zeros(0, bool)
+    counted = counted_mask(scores, labels, thresholds)
 
     classes: list[ClassSummary] = []
     top_cells: dict[str, list[TopCell]] = {}

@@ -120,7 +120,7 @@ def run_cells(args: argparse.Namespace) -> int:
     fields = [(read_detections(d), truth_from_annotations(load_annotations(t, taxonomy, aliases)))
               for d, t in zip(args.cells, args.truth)]
     if args.calibrate_recall is not None:
-        thresholds = calibrated_thresholds(fields, args.calibrate_recall, thresholds, taxonomy, args)
+        thresholds = _calibrate(fields, args.calibrate_recall, thresholds, taxonomy, args)
     pooled = NucleusHitResult()
     for det, truth in fields:
         pooled = pooled.add(nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth))
@@ -131,24 +131,21 @@ def run_cells(args: argparse.Namespace) -> int:
     return 0
 
 
-def calibrated_thresholds(fields, target: float, thresholds: list[float], taxonomy, args: argparse.Namespace) -> list[float]:
+def _calibrate(fields, target: float, thresholds: list[float], taxonomy, args: argparse.Namespace) -> list[float]:
     """``thresholds`` with each abnormal class that has tuning cells replaced by its calibrated value
     (printed, and written as a config when ``--write-thresholds`` is given)."""
     import yaml  # noqa: PLC0415
 
     from ..errors import ConfigError  # noqa: PLC0415
-    from ..aggregate.cell_hits import calibrate_thresholds, pooled_cell_scores  # noqa: PLC0415
+    from ..aggregate.cell_hits import calibrated_thresholds  # noqa: PLC0415
 
-    choices = calibrate_thresholds(pooled_cell_scores(fields, taxonomy), target)
+    updated, choices = calibrated_thresholds(fields, target, thresholds, taxonomy)
     if not choices:
         raise ConfigError(None, "no annotated abnormal cell in the --truth files: nothing to calibrate on")
     print(f"report thresholds for recall >= {target} on these tuning cells (same class, as the report counts):")
     for c in choices:
         note = "" if c.reachable else f"  (only {c.recall:.2f} reachable: the other cells have no {c.class_name} detection)"
         print(f"  {c.class_name:<7} {c.threshold:.3f}  recall {c.recall:.2f} of {c.cells}{note}")
-    updated = list(thresholds)
-    for c in choices:
-        updated[taxonomy.index(c.class_name)] = c.threshold
     if args.write_thresholds:
         header = (f"# Report thresholds calibrated by `wsi evaluate --calibrate-recall {target}` on {sum(c.cells for c in choices)}\n"
                   f"# annotated abnormal cells of {len(fields)} tuning field(s)/slide(s): "
