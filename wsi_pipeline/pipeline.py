@@ -32,11 +32,13 @@ from .store.artifacts import (
     INDEX_HTML_NAME,
     REPORT_HTML_NAME,
     REPORT_NAME,
+    REVIEW_HTML_NAME,
     RUN_LOG_NAME,
     STORE_NAME,
     SUMMARY_CSV_NAME,
 )
 from .store.contracts import ModelMeta
+from .store.review import summary_text
 from .locking import SlideBusy, SlideLock
 from .progress import progress_bar
 from .taxonomy import load_taxonomy
@@ -79,6 +81,7 @@ class SlideOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     report_html: str = ""
     disk_full: bool = False  # failed for want of disk space: a batch stops starting new slides
+    review: str = ""  # a person's review of the flagged cells, once there is one (report.json ``review``)
 
     @property
     def ok(self) -> bool:
@@ -347,6 +350,7 @@ def _outcome_from_report(outcome: SlideOutcome, report_json: Path, status: str) 
     if specimen is not None and specimen.status != "ok":  # listed in summary.csv and index.html
         outcome.reason = f"specimen check: {specimen.status}: {specimen.reason}"
     outcome.timings = outcome.timings or dict(report.timings)
+    outcome.review = summary_text(report.review)
     html_path = report_json.with_name(REPORT_HTML_NAME)
     outcome.report_html = str(html_path) if html_path.is_file() else ""
     return outcome
@@ -365,7 +369,7 @@ def _file_log(path: Path) -> logging.Handler:
 
 
 SUMMARY_FIELDS = ["slide", "status", "category", "suspicion", "adequacy", "tiling_s", "detection_s", "report_s",
-                  "reason", "report_html", "out_dir"]
+                  "reason", "report_html", "out_dir", "review"]
 
 
 def write_summary(out_root: Path, outcomes: list[SlideOutcome]) -> tuple[Path, Path]:
@@ -396,10 +400,15 @@ def _index_html(rows: list[SlideOutcome], out_root: Path) -> str:
         target = Path(o.report_html).resolve()
         return str(target.relative_to(root) if target.is_relative_to(root) else target)  # relative: the folder can move
 
+    def review_href(o: SlideOutcome) -> str:
+        page = (Path(o.out_dir) / REVIEW_HTML_NAME).resolve()
+        return "" if not page.is_file() else str(page.relative_to(root) if page.is_relative_to(root) else page)
+
     table = [
         {"name": Path(o.slide).name, "href": href(o), "status": o.status, "category": o.category,
          "suspicion": "" if o.suspicion is None else f"{o.suspicion:.3f}", "adequacy": o.adequacy,
-         "seconds": f"{sum(v for v in o.timings.values() if isinstance(v, (int, float))):.1f}", "reason": o.reason}
+         "seconds": f"{sum(v for v in o.timings.values() if isinstance(v, (int, float))):.1f}", "reason": o.reason,
+         "review": o.review, "review_href": review_href(o)}
         for o in rows
     ]
     return render_index(table, n_ok=sum(o.ok for o in rows))

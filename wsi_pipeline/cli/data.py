@@ -3,7 +3,8 @@
   composite  real labelled crops pasted onto real backgrounds, with negatives pasted the same way
              (configs/starter_data.yaml; how and why: docs/training.md)
   build      patches + boxes cut from annotated slides or images (QuPath GeoJSON boxes or points, ASAP
-             XML - e.g. a corrected `wsi report` export -, COCO JSON, or a point CSV)
+             XML - e.g. a corrected `wsi report` export -, COCO JSON, a point CSV, or a review.geojson
+             saved from `wsi review`: confirmed/corrected cells as boxes, rejected calls as hard negatives)
   split      a train / validation split by field, written once and committed (cells of a field never
              on both sides)
   negatives  hard negatives: patches of a model's top abnormal calls on slides signed out NILM
@@ -27,6 +28,8 @@ EPILOG = """examples:
   wsi data build --out data/lab --slide a.svs --annotations a.geojson --slide b.svs --annotations b.xml
   wsi data build --out data/fields --slide field.jpg --annotations field.geojson --mpp 0.3 --target-mpp 0.5
   wsi data build --out data/cric --folder ../shared/data/cytology/cric --mpp 0.3 --target-mpp 0.5  # a.webp + a.geojson ...
+  wsi data build --out data/lab_reviewed --slide a.svs --annotations results/a/review.geojson   # a reviewed slide (wsi review)
+  wsi data build --out data/lab_reviewed --folder results/   # every reviewed slide folder of a wsi-run batch
   wsi data build --out data/cric_train --points ../shared/data/cytology/cric_fields/cells.csv --mpp-table ../shared/data/cytology/cric_fields/fields.csv --split configs/splits/cric.csv --side train
   wsi data split --cells ../shared/data/cytology/cric_fields/cells.csv --cells ../shared/data/cytology/cric_cells/index.csv --out configs/splits/cric.csv
   wsi-run nilm_slides/ --out results/nilm && wsi data negatives results/nilm --out data/lab_negatives --top 200
@@ -47,11 +50,12 @@ def _add_annotated_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slide", action="append", type=Path, default=[],
                    help="a slide or image (repeat, one per --annotations)")
     p.add_argument("--annotations", action="append", type=Path, default=[],
-                   help="its annotations: QuPath GeoJSON (boxes or points), ASAP XML, COCO JSON or a point CSV, "
-                        "in level-0 pixels")
+                   help="its annotations: QuPath GeoJSON (boxes or points), ASAP XML, COCO JSON, a point CSV, or "
+                        "the slide's review.geojson (wsi review), in level-0 pixels")
     p.add_argument("--folder", action="append", type=Path, default=[],
                    help="every slide or image in this folder with annotations of the same name beside it "
-                        "(a.svs + a.geojson, b.tif + b.xml, ...)")
+                        "(a.svs + a.geojson, b.tif + b.xml, ...), or every reviewed slide folder (review.geojson) "
+                        "of a wsi-run output folder")
     p.add_argument("--points", action="append", type=Path, default=[],
                    help="a point CSV (image, x, y, label per row) of many images; each image it names is "
                         "looked up beside it (or in --images)")
@@ -207,6 +211,8 @@ def run_build(args: argparse.Namespace) -> int:
                               point_box_um=args.point_box_um, strict_labels=not args.skip_unknown_labels)
     print(f"dataset: {summary.annotations_path} ({summary.n_images} patches from {len(pairs)} images"
           f"{f', {args.side} side of {args.split}' if args.split else ''})")
+    if summary.review:
+        print(summary.review_line())
     print(summary.table())
     return 0
 

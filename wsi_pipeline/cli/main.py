@@ -14,7 +14,7 @@ from .. import __version__
 from .common import RESEARCH_NOTICE, HelpFormatter, add_verbosity, run_guarded, setup_logging
 
 # one module per subcommand, each with register(subparsers)
-SUBCOMMANDS = ["info", "tile", "synth", "data", "train", "evaluate", "model", "detect", "report", "summarize"]
+SUBCOMMANDS = ["info", "tile", "synth", "data", "train", "evaluate", "model", "detect", "report", "review", "summarize"]
 
 EPILOG = """examples:
   wsi info slide.svs
@@ -24,6 +24,7 @@ EPILOG = """examples:
   wsi train configs/train_demo.yaml
   wsi detect work/slide/patches.zarr --model model.pt --out work/slide
   wsi report work/slide/detections.parquet --out work/slide
+  wsi review work/slide                                 # confirm / correct / reject the flagged cells
 
 """ + RESEARCH_NOTICE
 

@@ -46,20 +46,27 @@ ANNOTATION_SUFFIXES = (".geojson", ".xml", ".json")
 
 def annotated_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
     """``(slide, annotations)`` for every file in ``folder`` with an annotation file of the same stem
-    beside it (``a.svs`` + ``a.geojson`` / ``a.xml`` / ``a.json``), sorted by name.
+    beside it (``a.svs`` + ``a.geojson`` / ``a.xml`` / ``a.json``, or a review ``a.review.geojson``), sorted by
+    name; or, for a reviewed ``wsi-run`` slide folder (or a batch folder of them), ``(slide, review.geojson)``
+    of each (:func:`~wsi_pipeline.datasets.review.review_pairs`).
 
     Example:
         >>> annotated_pairs("lab_slides/")  # doctest: +SKIP
         [(PosixPath('lab_slides/a.svs'), PosixPath('lab_slides/a.geojson'))]
     """
+    from .review import review_pairs  # noqa: PLC0415
+
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(folder, "folder not found")
+    reviewed = review_pairs(folder)
+    if reviewed is not None:
+        return reviewed
     pairs = []
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.suffix.lower() in ANNOTATION_SUFFIXES:
             continue
-        ann = next((path.with_suffix(s) for s in ANNOTATION_SUFFIXES if path.with_suffix(s).is_file()), None)
+        ann = next((path.with_suffix(s) for s in (".review.geojson", *ANNOTATION_SUFFIXES) if path.with_suffix(s).is_file()), None)
         if ann is not None:
             pairs.append((path, ann))
     if not pairs:
@@ -123,6 +130,16 @@ class DatasetSummary:
     n_background_patches: int
     class_counts: dict[str, int]
     class_images: dict[str, int] = field(default_factory=dict)
+    review: dict[str, int] | None = None  # review files read: cells per state and negative patches cut
+
+    def review_line(self) -> str:
+        """What the review files gave, in one line (empty when none was read)."""
+        r = self.review
+        if not r:
+            return ""
+        return (f"review files: {r['confirmed']} confirmed + {r['corrected']} corrected cells as labelled boxes, "
+                f"{r['rejected']} rejected calls as hard negatives ({r['negative_patches']} patches), "
+                f"{r['pending']} pending ignored")
 
     def table(self) -> str:
         """Per-class instance table, as printed by ``wsi synth dataset``."""
@@ -189,6 +206,12 @@ def extract_dataset(
     micrometres (:func:`~wsi_pipeline.datasets.annotations.expand_points`). Every slide and annotation
     file is checked before the first patch is written, so a bad pair leaves nothing behind.
 
+    A review decisions file (``review.geojson``, docs/review.md) gives its confirmed and corrected cells as
+    boxes and its rejected calls as hard negatives: a patch centred on each (one per half-patch), no box for
+    the call, ``negative_for`` / ``rejected_as`` recorded. It must be the slide's own (same fingerprint).
+    A review marks only the cells it flagged, so when every input is a review ``annotated_classes``
+    defaults to the abnormal classes (unflagged normal cells are not taught as background).
+
     Example:
         >>> s = extract_dataset([("slide.svs", "slide.cells.geojson")], "dataset/")  # doctest: +SKIP
         >>> print(s.table())  # doctest: +SKIP
@@ -208,16 +231,35 @@ def extract_dataset(
     point_box_um = point_box_um or d.point_box_um
     rare = set(d.rare_classes)
     out = Path(out_dir)
-    loaded = []
+    from ..store.review import looks_like_review_file  # noqa: PLC0415
+    from .review import load_review_labels, slide_fingerprint  # noqa: PLC0415
+
+    loaded, rejected_calls = [], []
+    review_counts = dict.fromkeys(("flagged", "pending", "confirmed", "corrected", "rejected", "negative_patches"), 0)
+    n_reviews = 0
     for slide_path, ann_path in slides:  # every input checked before anything is written
         if not Path(slide_path).is_file():
             raise ArtifactError(slide_path, f"image or slide not found (named by {Path(ann_path).name})")
-        loaded.append(load_annotations(ann_path, taxonomy, cfg.label_aliases, image=slide_path, strict=strict_labels))
+        if looks_like_review_file(ann_path):
+            mpp = slide_mpp.get(field_id(slide_path)) if isinstance(slide_mpp, dict) else slide_mpp
+            labels = load_review_labels(ann_path, taxonomy, cfg.label_aliases, slide_fingerprint(slide_path, mpp),
+                                        Path(slide_path).name)
+            loaded.append(labels.boxes)
+            rejected_calls.append(labels.rejected)
+            for k, v in labels.counts.items():
+                review_counts[k] += v
+            n_reviews += 1
+        else:
+            loaded.append(load_annotations(ann_path, taxonomy, cfg.label_aliases, image=slide_path, strict=strict_labels))
+            rejected_calls.append([])
+    if n_reviews and n_reviews == len(slides) and annotated_classes is None:
+        annotated_classes = taxonomy.abnormal_names()
+        log.info("review files mark only the cells they flagged: annotated classes = the abnormal ones")
     images_dir, marker = start_patch_set(out, DESCRIPTION)
     rng = np.random.default_rng(seed)
     images, anns_out, sources = [], [], []
     n_rare = n_bg = 0
-    for (slide_path, ann_path), annotations in zip(slides, loaded):
+    for (slide_path, ann_path), annotations, rejected in zip(slides, loaded, rejected_calls):
         mpp = slide_mpp.get(field_id(slide_path)) if isinstance(slide_mpp, dict) else slide_mpp
         with open_slide(slide_path, mpp=mpp) as slide:
             annotations = expand_points(annotations, slide.mpp[0], point_box_um)
@@ -225,7 +267,7 @@ def extract_dataset(
             inside = [a for a in annotations if a.box[0] < width and a.box[1] < height and a.box[2] > 0 and a.box[3] > 0]
             if len(inside) < len(annotations):
                 log.warning("%s: %d annotations lie outside the slide and are ignored", Path(ann_path).name, len(annotations) - len(inside))
-            if not inside:
+            if not inside and not rejected:
                 raise ArtifactError(ann_path, f"no annotations inside the slide {Path(slide_path).name} ({width}x{height})")
             scale = target_mpp / slide.mpp[0]
             extent = max(1, int(round(patch_size * scale)))
@@ -249,8 +291,23 @@ def extract_dataset(
                     anns_out.append(coco_box(len(anns_out) + 1, image_id, taxonomy.index(cls) + 1, box))
             n_rare += len(rare_origins)
             n_bg += len(picks)
+            n_negative = 0
+            for call in _separated(rejected, extent / 2):  # the reviewer's rejected calls: hard negatives
+                x = int(min(max(0, round(call.x - extent / 2)), max(0, width - extent)))
+                y = int(min(max(0, round(call.y - extent / 2)), max(0, height - extent)))
+                name = f"{slide.name}_x{x}_y{y}_rejected.jpg"
+                write_patch(images_dir, name, slide.read_at_mpp(x, y, patch_size, target_mpp), d.jpeg_quality)
+                image_id = len(images) + 1
+                images.append({"id": image_id, "file_name": name, "width": patch_size, "height": patch_size,
+                               "slide": slide.name, "x": x, "y": y, "level0_size": extent, "rare": False,
+                               "negative_for": call.class_name, "score": round(call.score, 4),
+                               "rejected_as": call.rejected_as, "call_x": round(call.x, 1), "call_y": round(call.y, 1)})
+                for box, cls in patch_boxes(near(x, y), x, y, extent, scale, d.min_visible_fraction, d.min_box_px):
+                    anns_out.append(coco_box(len(anns_out) + 1, image_id, taxonomy.index(cls) + 1, box))
+                n_negative += 1
+            review_counts["negative_patches"] += n_negative
             sources.append({"slide": str(slide_path), "annotations": str(ann_path), "mpp": slide.mpp[0],
-                            "width": width, "height": height, "patches": len(origins)})
+                            "width": width, "height": height, "patches": len(origins) + n_negative})
     counts = dict.fromkeys(taxonomy.names, 0)
     seen: dict[str, set[int]] = {n: set() for n in taxonomy.names}
     for a in anns_out:
@@ -266,14 +323,24 @@ def extract_dataset(
         "info": {"description": DESCRIPTION, "target_mpp": target_mpp, "patch_size": patch_size,
                  "taxonomy": taxonomy.names, "images_dir": "images", "source_slides": sources,
                  "background_ratio": background_ratio, "seed": seed, "point_box_um": point_box_um, "complete": True,
-                 **({"annotated_classes": annotated_classes} if annotated_classes else {})},
+                 **({"annotated_classes": annotated_classes} if annotated_classes else {}),
+                 **({"review": review_counts} if n_reviews else {})},
         "images": images, "annotations": anns_out, "categories": categories(taxonomy),
     }
     atomic_write(marker, json.dumps(coco) + "\n")
     summary = DatasetSummary(out, marker, counts_path, len(images), n_rare, n_bg, counts,
-                             {n: len(s) for n, s in seen.items()})
+                             {n: len(s) for n, s in seen.items()}, review_counts if n_reviews else None)
     log.info("Dataset %s: %d patches (%d with rare cells, %d normal-only), %d boxes", out, len(images), n_rare, n_bg, len(anns_out))
     return summary
+
+
+def _separated(calls, separation: float):
+    """The calls by decreasing score, each at least ``separation`` level-0 px (in x or y) from those kept."""
+    kept = []
+    for c in sorted(calls, key=lambda c: -c.score):
+        if all(abs(c.x - k.x) >= separation or abs(c.y - k.y) >= separation for k in kept):
+            kept.append(c)
+    return kept
 
 
 def _choose_patches(anns, near, width, height, extent, scale, rare, d):

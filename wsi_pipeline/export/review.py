@@ -30,6 +30,7 @@ from ..aggregate import TopCell
 from ..fsutil import atomic_write
 from ..io.slide import Slide
 from ..store import review as decisions
+from ..store.artifacts import REVIEW_GEOJSON_NAME, REVIEW_HTML_NAME
 from ..store.detections import Detections
 from ..taxonomy import Taxonomy
 from .images import CellCrop, read_cell_crops
@@ -37,8 +38,6 @@ from .nuclei import nucleus_caption
 
 log = logging.getLogger(__name__)
 
-REVIEW_HTML_NAME = "review.html"
-REVIEW_GEOJSON_NAME = "review.geojson"
 DEFAULT_LIMIT = 60  # flagged cells per slide (all counted abnormal cells are flagged even above it)
 MAX_FLAGGED = 1000  # but never more than this many (the page embeds every crop); the best-scored are kept
 MIN_SUSPECT_SCORE = 0.1  # an uncounted detection is flagged only with an abnormal-class score at least this
@@ -199,7 +198,8 @@ def _js_box_key(box: tuple[float, float, float, float]) -> str:
 
 
 def rebuild_review(run_dir: str | Path, taxonomy: Taxonomy, limit: int = DEFAULT_LIMIT, slide_path: str | Path | None = None,
-                   crop_um: float | None = None, report_cfg: Any = None) -> tuple[Path, Path, dict[str, Any]]:
+                   crop_um: float | None = None, report_cfg: Any = None,
+                   keep_page_without_pixels: bool = False) -> tuple[Path, Path, dict[str, Any]]:
     """(Re)write ``review.html`` and ``review.geojson`` of a finished run folder from its own files
     (``detections.parquet``, ``cells.csv`` for the nucleus measures, the slide for the crops), keeping the
     decisions already saved there. For ``wsi review`` on folders written before the review page existed, or
@@ -226,6 +226,13 @@ def rebuild_review(run_dir: str | Path, taxonomy: Taxonomy, limit: int = DEFAULT
     meta = det.meta
     info = (meta.slide if meta and meta.slide else SlideInfo())
     access = open_report_slide(meta, slide_path)
+    if access.slide is None and keep_page_without_pixels:
+        fresh = fresh_document(cells, taxonomy, info.name, info.fingerprint)
+        doc, warning = review_document_for(run_dir, fresh)
+        geojson = decisions.write_review(run_dir / REVIEW_GEOJSON_NAME, doc)
+        for line in filter(None, (warning, f"{access.note}; {REVIEW_HTML_NAME} kept as it was (give the slide with --slide)")):
+            log.warning("%s", line)
+        return run_dir / REVIEW_HTML_NAME, geojson, doc
     try:
         crops = flagged_crops(access.slide, cells, crop_um or cfg.crop_size_um, cfg.crop_format, cfg.jpeg_quality)
     finally:

@@ -214,6 +214,18 @@ def summary_block(data: dict[str, Any], file_name: str = "review.geojson") -> di
     }
 
 
+def summary_text(block: dict[str, Any] | None) -> str:
+    """One line for a batch summary from report.json's ``review`` section ("" for an unreviewed slide).
+
+    Example:
+        >>> summary_text({"confirmed": 3, "corrected": 1, "rejected": 2, "pending": 0})
+        '3 confirmed, 1 corrected, 2 rejected, 0 pending'
+    """
+    if not block:
+        return ""
+    return ", ".join(f"{block.get(k, 0)} {k}" for k in ("confirmed", "corrected", "rejected", "pending"))
+
+
 def decisions_by_box(data: dict[str, Any]) -> dict[tuple[int, int, int, int], dict[str, Any]]:
     """Decided features keyed by :func:`box_key`."""
     return {box_key(feature_box(f)): f for f in data["features"] if f["properties"]["review"] in DECIDED}
@@ -243,5 +255,5 @@ def write_review(path: str | Path, data: dict[str, Any]) -> Path:
 
 __all__ = ["DECIDED", "REJECTED_CLASS", "REJECT_REASONS", "REVIEW_SCHEMA", "REVIEW_VERSION", "STATES", "box_key",
            "cell_feature", "check_slide", "counts", "decisions_by_box", "feature_box", "is_review_document",
-           "is_reviewed", "looks_like_review_file", "merge", "new_document", "read_review", "summary_block",
+           "is_reviewed", "looks_like_review_file", "merge", "new_document", "read_review", "summary_block", "summary_text",
            "validate", "write_review"]
