@@ -20,6 +20,8 @@ writes (report.json last, as the completion marker):
   cells.geojson  QuPath detections (File > Import objects)
   cells.xml      ASAP annotations
   cells.csv      one row per cell, level-0 pixel coordinates
+  review.html    the flagged cells, to confirm / correct / reject by key (`wsi review DIR` opens it)
+  review.geojson the reviewer's decisions (kept across reruns; once there are some, the report counts them)
 
 """ + RESEARCH_NOTICE
 
