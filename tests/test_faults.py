@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from benchmark_helpers import load_benchmark
 from wsi_pipeline import pipeline
 from wsi_pipeline.cli.main import main as wsi
 from wsi_pipeline.cli.run import build_parser as run_parser
@@ -463,11 +464,7 @@ def test_real_lbc_field_passes_the_specimen_check(cytology_dir, tmp_path):
 
 
 def test_specimen_benchmark_has_no_false_warnings_on_real_cytology():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import specimen_check as bench
-    finally:
-        sys.path.pop(0)
+    bench = load_benchmark("specimen_check")
     cyt = bench.DATA / "cytology"
     if not cyt.is_dir():
         pytest.skip(f"{cyt} is absent")
