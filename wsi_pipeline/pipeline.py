@@ -27,6 +27,7 @@ from .config import PipelineConfig, TilingConfig
 from .diskspace import DiskFullError, describe_os_error, is_disk_full, remove_temp_files
 from .errors import WsiError
 from .fsutil import atomic_path, atomic_write
+from .slide_formats import image_extensions, slide_extensions
 from .store.artifacts import (
     DETECTIONS_NAME,
     INDEX_HTML_NAME,
@@ -45,12 +46,9 @@ from .taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
 
-# extensions any of our readers may open; a plain image needs --mpp
-SLIDE_EXTENSIONS = {
-    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".ome.tif",
-    ".ome.tiff",
-}
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
+# extensions of the registered slide formats (slide_formats.py); a plain image needs --mpp
+SLIDE_EXTENSIONS = slide_extensions()
+IMAGE_EXTENSIONS = image_extensions()
 
 
 @dataclass

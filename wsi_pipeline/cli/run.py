@@ -15,6 +15,7 @@ from .. import __version__
 from ..config import check_device, check_scheduler, check_workers_mpp, load_config
 from ..errors import ConfigError, WsiError
 from ..pipeline import RunOptions, find_slides, plan, run_batch, write_summary
+from ..slide_formats import supported_text
 from .common import RESEARCH_NOTICE, HelpFormatter, add_verbosity, run_guarded, setup_logging
 
 log = logging.getLogger("wsi_pipeline.run")
@@ -95,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
                       wait=args.wait, space_check=not args.skip_space_check)
     slides = find_slides(args.inputs, include_images=args.mpp is not None)
     if not slides:
-        raise WsiError(" ".join(args.inputs), "no slides found (supported: SVS, NDPI, MRXS, SCN, BIF, DICOM, TIFF)")
+        raise WsiError(" ".join(args.inputs), f"no slides found (supported: {supported_text()})")
     if args.dry_run:
         return _print_plan(slides, cfg, model, args.mpp)
     outcomes = run_batch(slides, args.out, cfg, opts)

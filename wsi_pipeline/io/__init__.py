@@ -1,8 +1,8 @@
-"""Slide reading: one ``open_slide`` over three backends.
+"""Slide reading: one ``open_slide`` over the formats of ``slide_formats.py``, tried in their order.
 
-1. TIFF-based slides (Aperio SVS, generic/OME pyramidal TIFF): the file's own tiles, read directly (fast).
-2. OpenSlide for every other format it opens (NDPI, MRXS, SCN, BIF, DICOM) and TIFFs the fast path cannot read.
-3. A plain RGB image (JPEG/PNG/strip TIFF), only when the user gives ``mpp``.
+1. ``tiff-tiles``: TIFF-based slides (Aperio SVS, generic/OME pyramidal TIFF), the file's own tiles read directly (fast).
+2. ``openslide``: every other format OpenSlide opens (NDPI, MRXS, SCN, BIF, DICOM) and TIFFs the fast path cannot read.
+3. ``plain-image``: a plain RGB image (JPEG/PNG/strip TIFF), only when the user gives ``mpp``.
 
 Example:
     >>> from wsi_pipeline.io import open_slide
@@ -14,24 +14,13 @@ Example:
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-import openslide
 
 from ..errors import SlideError
-from .backends import OpenSlideSlide, PlainImageSlide, load_plain_image
+from .backends import SlideProbe
+from ..slide_formats import SLIDE_FORMATS
 from .slide import Slide, check_path, plausible_mpp
-from .tiff_tiles import FastPathUnsupported, TiffTileSlide
 
 __all__ = ["Slide", "open_slide", "plausible_mpp"]
-
-TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-FAST_PATH_VENDORS = {"aperio", "generic-tiff", None}
-
-
-def _is_tiff(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) in TIFF_MAGIC
 
 
 def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
@@ -49,49 +38,12 @@ def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
 
 def _open_slide(path: str | os.PathLike[str], mpp: float | None) -> Slide:
     p = check_path(path)
+    probe = SlideProbe.of(p)
     try:
-        vendor = openslide.OpenSlide.detect_format(str(p))
-    except openslide.OpenSlideError:
-        vendor = None
-    handle: openslide.OpenSlide | None = None
-    open_error = ""
-    if vendor is not None:
-        try:
-            handle = openslide.OpenSlide(str(p))
-        except openslide.OpenSlideError as exc:
-            open_error = str(exc).rstrip(".")
-    not_fast = ""
-    if vendor in FAST_PATH_VENDORS and _is_tiff(p):
-        try:
-            slide = TiffTileSlide(
-                p,
-                mpp,
-                levels=list(handle.level_dimensions) if handle else None,
-                downsamples=list(handle.level_downsamples) if handle else None,
-                properties=dict(handle.properties) if handle else None,
-                associated=list(handle.associated_images.keys()) if handle else None,
-                vendor=vendor,
-            )
-        except FastPathUnsupported as exc:
-            if exc.fatal or (handle is None and "compression" in str(exc)):
-                if handle is not None:
-                    handle.close()
-                raise SlideError(p, str(exc)) from None
-            not_fast = str(exc)
-        except SlideError:
-            if handle is not None:
-                handle.close()
-            raise
-        else:
-            if handle is not None:
-                handle.close()
-            return slide
-    if handle is not None:
-        return OpenSlideSlide(p, handle, mpp)
-    if open_error:
-        raise SlideError(p, open_error)
-    if mpp is not None:
-        return PlainImageSlide(p, mpp)
-    load_plain_image(p)  # raises "not a slide or image ..." for anything that is not an image at all
-    kind = "a plain (non-pyramidal) image" if not_fast else "a plain image"
-    raise SlideError(p, f"is {kind} with no resolution; pass --mpp to tile it as one level")
+        for fmt in SLIDE_FORMATS.values():
+            slide = fmt.open(p, mpp, probe)
+            if slide is not None:
+                return slide
+    finally:
+        probe.close()
+    raise SlideError(p, "no slide format reads this file")  # only if the last format returned None

@@ -1,7 +1,9 @@
-"""OpenSlide backend (NDPI, MRXS, SCN, BIF, DICOM, ...) and the plain-image backend (JPEG/PNG/strip TIFF)."""
+"""OpenSlide backend (NDPI, MRXS, SCN, BIF, DICOM, ...), the plain-image backend (JPEG/PNG/strip TIFF), their
+openers (entries of ``slide_formats.py``) and the probe every opener reads."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -11,6 +13,48 @@ import tifffile
 
 from ..errors import SlideError
 from .slide import Slide, composite_on_white
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+@dataclass
+class SlideProbe:
+    """What ``open_slide`` learns about a file before a format takes it: OpenSlide's vendor and handle (owned
+    here until a format takes it with :meth:`take_handle`) and why the tile fast path passed, if it did."""
+
+    path: Path
+    vendor: str | None = None
+    handle: openslide.OpenSlide | None = None
+    open_error: str = ""  # OpenSlide knows the vendor but could not open the file
+    not_fast: str = ""  # why the tile fast path passed
+
+    @classmethod
+    def of(cls, path: Path) -> SlideProbe:
+        try:
+            vendor = openslide.OpenSlide.detect_format(str(path))
+        except openslide.OpenSlideError:
+            vendor = None
+        probe = cls(path, vendor)
+        if vendor is not None:
+            try:
+                probe.handle = openslide.OpenSlide(str(path))
+            except openslide.OpenSlideError as exc:
+                probe.open_error = str(exc).rstrip(".")
+        return probe
+
+    def is_tiff(self) -> bool:
+        with open(self.path, "rb") as fh:
+            return fh.read(4) in TIFF_MAGIC
+
+    def take_handle(self) -> openslide.OpenSlide | None:
+        handle, self.handle = self.handle, None
+        return handle
+
+    def close(self) -> None:
+        """Close the handle unless a format took it."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
 
 
 class OpenSlideSlide(Slide):
@@ -88,3 +132,21 @@ class PlainImageSlide(Slide):
         if x1 > x0 and y1 > y0:
             out[y0 - y : y1 - y, x0 - x : x1 - x] = self._image[y0:y1, x0:x1]
         return out
+
+
+def open_openslide(path: Path, mpp: float | None, probe: SlideProbe) -> Slide | None:
+    """Any file OpenSlide opened; its open error when it knows the vendor but could not."""
+    if probe.handle is not None:
+        return OpenSlideSlide(path, probe.take_handle(), mpp)
+    if probe.open_error:
+        raise SlideError(path, probe.open_error)
+    return None
+
+
+def open_plain_image(path: Path, mpp: float | None, probe: SlideProbe) -> Slide:
+    """The last format: a plain image with the user's ``mpp``, else the reason nothing could open the file."""
+    if mpp is not None:
+        return PlainImageSlide(path, mpp)
+    load_plain_image(path)  # raises "not a slide or image ..." for anything that is not an image at all
+    kind = "a plain (non-pyramidal) image" if probe.not_fast else "a plain image"
+    raise SlideError(path, f"is {kind} with no resolution; pass --mpp to tile it as one level")

@@ -11,12 +11,16 @@ import os
 import struct
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 
 from ..errors import SlideError
 from .slide import Slide, composite_on_white
+
+if TYPE_CHECKING:
+    from .backends import SlideProbe
 
 # compressions the fast path decodes (tifffile + imagecodecs); anything else goes to OpenSlide or fails
 DECODABLE = {1, 5, 7, 8, 32946, 33003, 33005, 34712, 50000, 50001, 34887, 34892}
@@ -192,3 +196,29 @@ class TiffTileSlide(Slide):
             os.close(self._fd)
             self._fd = None
         self._tif.close()
+
+
+FAST_PATH_VENDORS = {"aperio", "generic-tiff", None}  # OpenSlide's vendor names whose TIFFs are read here
+
+
+def open_tiff_tiles(path: Path, mpp: float | None, probe: SlideProbe) -> TiffTileSlide | None:
+    """The file's own tiles (fast) for a TIFF OpenSlide calls Aperio or generic, or cannot open; None leaves
+    it to the next format, unless its pixels are unsupported (no format may then convert them silently)."""
+    if probe.vendor not in FAST_PATH_VENDORS or not probe.is_tiff():
+        return None
+    handle = probe.handle
+    try:
+        return TiffTileSlide(
+            path,
+            mpp,
+            levels=list(handle.level_dimensions) if handle else None,
+            downsamples=list(handle.level_downsamples) if handle else None,
+            properties=dict(handle.properties) if handle else None,
+            associated=list(handle.associated_images.keys()) if handle else None,
+            vendor=probe.vendor,
+        )
+    except FastPathUnsupported as exc:
+        if exc.fatal or (handle is None and "compression" in str(exc)):
+            raise SlideError(path, str(exc)) from None
+        probe.not_fast = str(exc)
+        return None
