@@ -4,6 +4,7 @@ detector's body computes the same features as the reference network, freezing an
 from __future__ import annotations
 
 import cv2
+import efficientnet_lite_pytorch as efficientnet_lite  # a required dependency: a broken install fails here
 import numpy as np
 import pytest
 import skimage.data
@@ -13,8 +14,6 @@ from wsi_pipeline.errors import ArtifactError, ConfigError
 from wsi_pipeline.models.backbones import BACKBONES, build_backbone, resolve_weights
 from wsi_pipeline.models.detector import DetectorSpec, build_detector
 from wsi_pipeline.models.losses import SigmoidFocalLoss
-
-efficientnet_lite = pytest.importorskip("efficientnet_lite_pytorch", reason="EfficientNet-Lite is a project dependency")
 
 
 def _imagenet_input(image: np.ndarray) -> torch.Tensor:

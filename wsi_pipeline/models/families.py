@@ -10,10 +10,11 @@ Example:
 
 from __future__ import annotations
 
+from ..registry import Registry
 from . import fcos, retinanet
 from .heads import DetectorFamily
 
-FAMILIES: dict[str, DetectorFamily] = {
+FAMILIES: Registry[DetectorFamily] = Registry("detector family", {
     "retinanet": retinanet.FAMILY,
     "fcos": fcos.FAMILY,
-}
+})

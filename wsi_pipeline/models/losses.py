@@ -36,6 +36,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import Registry
+
 __all__ = [
     "BCELoss",
     "SigmoidFocalLoss",
@@ -480,14 +482,14 @@ class GradLibraV2Loss(_GradientStatisticsLoss):
         )
 
 
-LOSSES: dict[str, type[nn.Module]] = {
+LOSSES: Registry[type[nn.Module]] = Registry("loss", {
     "bce": BCELoss,
     "focal": SigmoidFocalLoss,
     "eqlv2": EQLv2Loss,
     "efl": EqualizedFocalLoss,
     "gradlibra": GradLibraLoss,
     "gradlibra_v2": GradLibraV2Loss,
-}
+})
 
 
 def build_loss(name: str, num_classes: int, params: dict[str, Any] | None = None) -> nn.Module:
@@ -497,10 +499,9 @@ def build_loss(name: str, num_classes: int, params: dict[str, Any] | None = None
         >>> build_loss("efl", 10, {"scale_factor": 4.0}).scale_factor
         4.0
     """
-    if name not in LOSSES:
-        raise KeyError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+    loss = LOSSES[name]  # an unknown name raises UnknownNameError (a KeyError)
     try:
-        return LOSSES[name](num_classes, **(params or {}))
+        return loss(num_classes, **(params or {}))
     except TypeError as exc:
         raise ValueError(f"bad parameters for loss {name!r}: {exc}") from None
 

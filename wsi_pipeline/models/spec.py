@@ -73,14 +73,11 @@ class DetectorSpec:
         return cls(**kwargs)
 
     def validate(self) -> None:
-        family = FAMILIES.get(self.detector)
-        if family is None:
-            raise ValueError(f"detector must be one of {', '.join(FAMILIES)}, got {self.detector!r}")
+        family = FAMILIES[self.detector]
         if not isinstance(self.head, family.params):
             raise ValueError(f"head of a {self.detector} detector must be a {family.params.__name__}, "
                              f"got {type(self.head).__name__}")
         self.head.validate()
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        BACKBONES[self.backbone]  # an unknown name raises UnknownNameError
         if not 0 <= self.trainable_backbone_layers <= 5:
             raise ValueError("trainable_backbone_layers must be 0-5")
