@@ -59,7 +59,8 @@ from torch import nn
 from wsi_pipeline.aggregate.summary import class_thresholds, summarize
 from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT
 from wsi_pipeline.benchmarking.cells import (CLASSES, CROP_PX, LOSS_SPECS, PRIOR, SCHEDULE, Lite0, Standardise, batch_plan,
-                                             extract, fit, load_crop_cells, new_head)
+                                             dihedral, extract, fit, load_crop_cells, new_head, resized)
+from wsi_pipeline.benchmarking.images import read_rgb
 from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS as FIELDS
 from wsi_pipeline.benchmarking.real_fields import DATA, TCT_MPP, validation_fields
 from wsi_pipeline.config import load_config
