@@ -15,20 +15,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .registry import Registry
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from .io.backends import SlideProbe
-    from .io.slide import Slide
-
-Opener = Callable[["Path", "float | None", "SlideProbe"], "Slide | None"]
 
 
 @dataclass(frozen=True)
@@ -37,13 +26,8 @@ class SlideFormat:
 
     reads: str  # e.g. "SVS, generic and OME pyramidal TIFF"
     extensions: tuple[str, ...]
-    opener: str  # "module:function" of wsi_pipeline.io
+    opener: str  # "module:function" of wsi_pipeline.io, (path, mpp, SlideProbe) -> Slide | None
     needs_mpp: bool = False  # a plain image: taken only when the user gives --mpp
-
-    def open(self, path: Path, mpp: float | None, probe: SlideProbe) -> Slide | None:
-        module, function = self.opener.split(":")
-        opener: Opener = getattr(importlib.import_module(f"{__package__}.io.{module}"), function)
-        return opener(path, mpp, probe)
 
 
 SLIDE_FORMATS: Registry[SlideFormat] = Registry("slide format", {

@@ -29,9 +29,9 @@ from ..errors import ArtifactError, WsiError
 from ..progress import progress_bar
 from ..store.artifacts import DETECTIONS_NAME
 from ..models.checkpoint import parse_model_meta
-from ..store.contracts import DetectionsMeta, InferenceRecord, ModelMeta, StoreRecord
+from ..store.contracts import DetectionsMeta, InferenceRecord, ModelMeta
 from ..store.detections import Detections, read_detections, write_detections
-from ..store.source import PatchSource, open_patch_source
+from ..store.source import PatchSource, open_patch_source, store_record
 from .device import DevicePlan, plan_device
 from .merge import merge_overlaps, to_level0, touches_patch_border
 from .partial import PartialResults, RawDetections
@@ -248,7 +248,7 @@ def _metadata(store: PatchSource, meta: ModelMeta, model_path: Path | None, plan
         complete=True,
         taxonomy=taxonomy,
         slide=store.slide_info,
-        store=StoreRecord.of(store),
+        store=store_record(store),
         model=meta.record(model_path, identity["model_sha256"]),
         inference=InferenceRecord(
             device=plan.device.type, precision=plan.precision, batch_size=plan.batch_size,

@@ -13,11 +13,14 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 from ..errors import SlideError
+from ..slide_formats import SLIDE_FORMATS, SlideFormat
 from .backends import SlideProbe
-from ..slide_formats import SLIDE_FORMATS
 from .slide import Slide, check_path, plausible_mpp
 
 __all__ = ["Slide", "open_slide", "plausible_mpp"]
@@ -41,9 +44,14 @@ def _open_slide(path: str | os.PathLike[str], mpp: float | None) -> Slide:
     probe = SlideProbe.of(p)
     try:
         for fmt in SLIDE_FORMATS.values():
-            slide = fmt.open(p, mpp, probe)
+            slide = _opener(fmt)(p, mpp, probe)
             if slide is not None:
                 return slide
     finally:
         probe.close()
     raise SlideError(p, "no slide format reads this file")  # only if the last format returned None
+
+
+def _opener(fmt: SlideFormat) -> Callable[[Path, float | None, SlideProbe], Slide | None]:
+    module, function = fmt.opener.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)

@@ -8,7 +8,7 @@ ranked by ``sqrt(class score * centre-ness)`` at inference, as in the FCOS paper
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,11 +17,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import generalized_box_iou_loss
 
-from .heads import FPN_STRIDES, DetectorFamily, gather_classification_targets
+from .heads import FPN_STRIDES, DetectorFamily, HeadSpec, gather_classification_targets
 from .losses import prior_bias
-
-if TYPE_CHECKING:
-    from .spec import DetectorSpec
 
 FCOS_REGRESSION_BIAS = 1.0  # initial l, t, r, b in anchor sizes (see FCOSLossHead)
 
@@ -92,7 +89,7 @@ class FCOSLossHead(FCOSHead):
         }
 
 
-def build(spec: DetectorSpec, backbone: nn.Module, criterion: nn.Module, transform: dict[str, Any]) -> FCOS:
+def build(spec: HeadSpec, backbone: nn.Module, criterion: nn.Module, transform: dict[str, Any]) -> FCOS:
     params: FCOSParams = spec.head  # its class checked by DetectorSpec.validate
     anchors = AnchorGenerator(tuple((s,) for s in FPN_STRIDES), ((1.0,),) * len(FPN_STRIDES))
     head = FCOSLossHead(spec.fpn_channels, 1, spec.num_classes, criterion, spec.prior_prob, params.head_convs)

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from .spec import DetectorSpec
 
 FPN_STRIDES = (8, 16, 32, 64, 128)  # P3-P7 from C3-C5 plus P6/P7
 
@@ -32,6 +29,16 @@ class FamilyParams(Protocol):
     def validate(self) -> None: ...
 
 
+class HeadSpec(Protocol):
+    """What a family's ``build`` reads of a :class:`~wsi_pipeline.models.spec.DetectorSpec` (typed by this
+    protocol because spec.py imports the families, not the other way round)."""
+
+    num_classes: int
+    fpn_channels: int
+    prior_prob: float
+    head: Any  # the family's own FamilyParams
+
+
 @dataclass(frozen=True)
 class DetectorFamily:
     """How to build one family's torchvision model and read its head outputs at inference."""
@@ -40,7 +47,7 @@ class DetectorFamily:
     params: type[FamilyParams]
     # (spec, backbone with FPN, classification criterion, GeneralizedRCNNTransform kwargs) -> model;
     # the family's own settings are spec.head
-    build: Callable[[DetectorSpec, nn.Module, nn.Module, dict[str, Any]], nn.Module]
+    build: Callable[[HeadSpec, nn.Module, nn.Module, dict[str, Any]], nn.Module]
     # (model, head outputs of one image's kept anchors: regression, anchors) -> boxes xyxy
     decode: Callable[[nn.Module, Tensor, Tensor], Tensor]
     # head outputs (batched) -> (B, A, C) scores that rank anchors; class probabilities by default

@@ -9,17 +9,14 @@ Its settings (anchors and the IoU matcher) are :class:`RetinaNetParams`, ``Detec
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor, nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead
 
-from .heads import FPN_STRIDES, DetectorFamily, gather_classification_targets
-
-if TYPE_CHECKING:
-    from .spec import DetectorSpec
+from .heads import FPN_STRIDES, DetectorFamily, HeadSpec, gather_classification_targets
 
 
 @dataclass
@@ -55,7 +52,7 @@ class RetinaNetLossClassificationHead(RetinaNetClassificationHead):
         return self.criterion(logits, onehot, avg_factor=max(1, num_fg))
 
 
-def build(spec: DetectorSpec, backbone: nn.Module, criterion: nn.Module, transform: dict[str, Any]) -> RetinaNet:
+def build(spec: HeadSpec, backbone: nn.Module, criterion: nn.Module, transform: dict[str, Any]) -> RetinaNet:
     params: RetinaNetParams = spec.head  # its class checked by DetectorSpec.validate
     sizes = tuple(tuple(int(round(s * k)) for k in params.anchor_scales) for s in params.anchor_sizes)
     ratios = (tuple(params.aspect_ratios),) * len(sizes)

@@ -25,12 +25,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import ArtifactError
-
-if TYPE_CHECKING:
-    from .source import PatchSource
 
 T = TypeVar("T", bound="Contract")
 Source = str | Path | None
@@ -151,13 +148,6 @@ class StoreRecord(Contract):
     n_patches: int | None = None
     cell_area_mm2: float | None = None
     seconds: float | None = None  # tiling time (StoreMeta.seconds), reported as timings.tiling_s
-
-    @classmethod
-    def of(cls, store: PatchSource) -> StoreRecord:
-        """The record of an open patch source (``PatchSource``)."""
-        return cls(path=str(store.path), fingerprint=store.fingerprint, target_mpp=store.target_mpp,
-                   patch_size=store.patch_size, overlap=store.overlap, n_patches=store.n_patches,
-                   cell_area_mm2=store.cell_area_mm2, seconds=store.tiling_seconds)
 
 
 @dataclass

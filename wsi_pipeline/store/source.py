@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .contracts import SlideInfo
+from .contracts import SlideInfo, StoreRecord
 
 
 @runtime_checkable
@@ -49,6 +49,13 @@ class PatchSource(Protocol):
     def cell_area_mm2(self) -> float: ...
     @property
     def tiling_seconds(self) -> float | None: ...
+
+
+def store_record(store: PatchSource) -> StoreRecord:
+    """The ``store`` section of the detections metadata for an open patch source."""
+    return StoreRecord(path=str(store.path), fingerprint=store.fingerprint, target_mpp=store.target_mpp,
+                       patch_size=store.patch_size, overlap=store.overlap, n_patches=store.n_patches,
+                       cell_area_mm2=store.cell_area_mm2, seconds=store.tiling_seconds)
 
 
 def open_patch_source(path: str | Path) -> PatchSource:
