@@ -43,7 +43,7 @@ def js(tools: DevTools, expression: str):
 
 
 def open_page(tools: DevTools, page: Path) -> None:
-    for domain in ("Page", "Runtime", "Log", "DOM"):
+    for domain in ("Page", "Runtime", "Log", "DOM", "Network"):
         tools.call(f"{domain}.enable")
     tools.events.clear()
     tools.call("Page.navigate", url=page.resolve().as_uri())
@@ -53,7 +53,10 @@ def open_page(tools: DevTools, page: Path) -> None:
 def page_errors(tools: DevTools) -> list[dict]:
     return [e for e in tools.events if e.get("method") == "Runtime.exceptionThrown"
             or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-            or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+            or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+            or e.get("method") == "Network.loadingFailed"
+            or (e.get("method") == "Network.requestWillBeSent"  # offline: nothing but the file and inline data
+                and not e["params"]["request"]["url"].startswith(("file:", "data:", "blob:")))]
 
 
 def states(tools: DevTools) -> list[tuple[str, str, str | None, str | None]]:
