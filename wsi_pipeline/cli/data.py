@@ -204,9 +204,11 @@ def run_composite(args: argparse.Namespace) -> int:
 def run_build(args: argparse.Namespace) -> int:
     from ..datasets.slides import extract_dataset  # noqa: PLC0415
 
+    from ..synth.config import load_synth_config  # noqa: PLC0415 - the whole file is checked, as before
+
     pairs, mpp, annotated = _annotated_inputs(args)
     summary = extract_dataset(pairs, args.out, args.target_mpp, args.patch_size,
-                              args.background_ratio, args.seed, args.config, slide_mpp=mpp,
+                              args.background_ratio, args.seed, load_synth_config(args.config), slide_mpp=mpp,
                               progress=not args.no_progress, annotated_classes=annotated,
                               point_box_um=args.point_box_um, strict_labels=not args.skip_unknown_labels)
     print(f"dataset: {summary.annotations_path} ({summary.n_images} patches from {len(pairs)} images"

@@ -108,7 +108,7 @@ def run_cells(args: argparse.Namespace) -> int:
     from ..errors import ConfigError  # noqa: PLC0415
     from ..aggregate.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations  # noqa: PLC0415
     from ..store.detections import read_detections  # noqa: PLC0415
-    from ..synth.config import load_synth_config  # noqa: PLC0415
+    from ..datasets.config import label_aliases  # noqa: PLC0415
     from ..taxonomy import load_taxonomy  # noqa: PLC0415
 
     if len(args.cells) != len(args.truth):
@@ -116,7 +116,7 @@ def run_cells(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     taxonomy = load_taxonomy(cfg.taxonomy or None)
     thresholds, _ = class_thresholds(taxonomy, cfg.report)
-    aliases = load_synth_config(None, taxonomy).label_aliases
+    aliases = label_aliases(taxonomy)
     fields = [(read_detections(d), truth_from_annotations(load_annotations(t, taxonomy, aliases)))
               for d, t in zip(args.cells, args.truth)]
     if args.calibrate_recall is not None:

@@ -77,12 +77,13 @@ def run_slide(args: argparse.Namespace) -> int:
 
 def run_dataset(args: argparse.Namespace) -> int:
     from ..synth import extract_dataset, make_training_set
+    from ..synth.config import load_synth_config
 
     if len(args.slide) != len(args.annotations):
         raise ConfigError(None, f"give one --annotations per --slide ({len(args.slide)} slides, {len(args.annotations)} annotation files)")
     if args.slide:
         summary = extract_dataset(list(zip(args.slide, args.annotations)), args.out, args.target_mpp, args.patch_size,
-                                  args.background_ratio, args.seed, args.config, slide_mpp=args.mpp)
+                                  args.background_ratio, args.seed, load_synth_config(args.config), slide_mpp=args.mpp)
     else:
         if args.slides < 1:
             raise ConfigError(None, "--slides must be at least 1")

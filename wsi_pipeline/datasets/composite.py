@@ -41,7 +41,7 @@ import numpy as np
 
 from ..progress import progress_bar
 from ..errors import ArtifactError, ConfigError
-from ..synth.composite import _crop_density, optical_density, paste_od, warp_od
+from ..paste import crop_density, optical_density, paste_od, warp_od
 from .annotations import categories
 from .layout import start_patch_set, write_patch
 from ..taxonomy import Taxonomy, load_taxonomy
@@ -235,11 +235,11 @@ def build_composite_set(cfg: CompositeSetConfig, out_dir: str | Path, split: str
             jitter = rng.uniform(1 - cfg.scale_jitter, 1 + cfg.scale_jitter)
             if kind == "pos":
                 files = positives[name]
-                od, scale = _crop_density(str(files[int(rng.integers(len(files)))])), cfg.crops_mpp / cfg.target_mpp
+                od, scale = crop_density(str(files[int(rng.integers(len(files)))])), cfg.crops_mpp / cfg.target_mpp
             elif window_od and (not negative_files or rng.random() < cfg.normal_window_fraction):
                 od, scale = window_od[int(rng.integers(len(window_od)))], 1.0
             else:
-                od, scale = _crop_density(str(negative_files[int(rng.integers(len(negative_files)))])), cfg.crops_mpp / cfg.target_mpp
+                od, scale = crop_density(str(negative_files[int(rng.integers(len(negative_files)))])), cfg.crops_mpp / cfg.target_mpp
             ox, oy, warped, box = warp_od(od, scale * jitter, cfg.feather_px, rng)
             at = _place(rng, size, box, taken, cfg.max_overlap_iou)
             if at is None:

@@ -31,6 +31,7 @@ from ..fsutil import atomic_write
 from ..progress import progress_bar
 from ..taxonomy import load_taxonomy
 from .annotations import Annotation, categories, class_mapper
+from .config import label_aliases
 from .layout import coco_box, start_patch_set, write_patch
 from .slides import patch_boxes
 from .split import FieldSplit
@@ -66,11 +67,10 @@ class MosaicSetSummary:
 
 def read_crop_index(index_csv: str | Path, split: FieldSplit | None = None, side: str = "train") -> list[IndexedCrop]:
     """The crops of an index CSV (module docstring), those of ``side``'s fields when ``split`` is given."""
-    from ..synth.config import load_synth_config  # noqa: PLC0415  (label aliases)
 
     index_csv = Path(index_csv)
     taxonomy = load_taxonomy()
-    to_class = class_mapper(taxonomy, load_synth_config(None, taxonomy).label_aliases)
+    to_class = class_mapper(taxonomy, label_aliases(taxonomy))
     try:
         with open(index_csv, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))

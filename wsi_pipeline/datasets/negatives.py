@@ -37,6 +37,7 @@ from ..store.artifacts import REPORT_NAME
 from ..store.detections import read_detections
 from ..taxonomy import Taxonomy, load_taxonomy
 from .annotations import categories
+from .config import label_aliases
 from .layout import coco_box, start_patch_set, write_patch
 
 log = logging.getLogger(__name__)
@@ -235,12 +236,11 @@ def mine_annotated_negatives(
 
     from ..models.bundled import starter_model_path  # noqa: PLC0415
     from ..models.checkpoint import load_checkpoint  # noqa: PLC0415
-    from ..synth.config import load_synth_config  # noqa: PLC0415
     from .annotations import expand_points, field_id, load_annotations  # noqa: PLC0415
     from .slides import patch_boxes  # noqa: PLC0415
 
     taxonomy = load_taxonomy()
-    aliases = load_synth_config(None, taxonomy).label_aliases
+    aliases = label_aliases(taxonomy)
     model = load_checkpoint(starter_model_path() if str(model_path) == "starter" else model_path)
     mpp, size = float(model.meta["target_mpp"]), int(model.meta["patch_size"])
     abnormal = taxonomy.abnormal_names()

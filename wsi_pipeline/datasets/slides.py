@@ -20,7 +20,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
@@ -31,10 +30,8 @@ from ..io import open_slide
 from ..progress import progress_bar
 from ..taxonomy import Taxonomy, load_taxonomy
 from .annotations import Annotation, categories, expand_points, field_id, load_annotations
+from .config import DatasetSettings, load_dataset_settings
 from .layout import coco_box, start_patch_set, write_patch
-
-if TYPE_CHECKING:
-    from ..synth.config import SynthConfig
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +186,7 @@ def extract_dataset(
     patch_size: int | None = None,
     background_ratio: float | None = None,
     seed: int = 0,
-    config: SynthConfig | str | Path | None = None,
+    config: DatasetSettings | None = None,
     taxonomy: Taxonomy | None = None,
     slide_mpp: float | dict[str, float] | None = None,
     progress: bool = True,
@@ -197,7 +194,8 @@ def extract_dataset(
     point_box_um: float | None = None,
     strict_labels: bool = False,
 ) -> DatasetSummary:
-    """Cut patches and COCO boxes from ``(slide, annotations)`` pairs; unset options come from the config.
+    """Cut patches and COCO boxes from ``(slide, annotations)`` pairs; unset options come from ``config``
+    (default: ``configs/synth.yaml``; a ``SynthConfig`` is one).
 
     ``slide_mpp``: um/px of slides whose files lack it, one value for all or ``{image stem: mpp}``.
     ``annotated_classes``: the classes the annotations mark on every cell of theirs (default: all).
@@ -220,10 +218,7 @@ def extract_dataset(
     unknown = [c for c in annotated_classes or [] if c not in taxonomy.names]
     if unknown:
         raise ConfigError(None, f"annotated classes {', '.join(unknown)} are not in the taxonomy ({', '.join(taxonomy.names)})")
-    # label aliases and the dataset section live in configs/synth.yaml (imported here: synth builds on datasets)
-    from ..synth.config import SynthConfig, load_synth_config  # noqa: PLC0415
-
-    cfg = config if isinstance(config, SynthConfig) else load_synth_config(config, taxonomy)
+    cfg = config or load_dataset_settings(taxonomy)
     d = cfg.dataset
     target_mpp = target_mpp or d.target_mpp
     patch_size = patch_size or d.patch_size

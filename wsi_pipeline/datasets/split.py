@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import ArtifactError, ConfigError
 from ..taxonomy import load_taxonomy
 from .annotations import class_mapper, field_id
+from .config import label_aliases
 
 SPLITS = ("train", "val")
 
@@ -112,10 +113,9 @@ def split_from_point_csvs(cell_csvs: list[str | Path], out: str | Path, val_frac
         >>> s = split_from_point_csvs(["cric_fields/cells.csv", "cric_cells/index.csv"], "split.csv")  # doctest: +SKIP
         >>> print(s.table())  # doctest: +SKIP
     """
-    from ..synth.config import load_synth_config  # noqa: PLC0415  (label aliases)
 
     taxonomy = load_taxonomy()
-    to_class = class_mapper(taxonomy, load_synth_config(None, taxonomy).label_aliases)
+    to_class = class_mapper(taxonomy, label_aliases(taxonomy))
     cells: dict[str, Counter] = {}
     by_source: dict[str, Counter] = {}
     sources: dict[str, set[str]] = {}

@@ -23,7 +23,7 @@ from .. import RESEARCH_NOTICE, __version__
 from ..aggregate import ADEQUACY_NOTE, SUSPICION_FORMULA, SlideSummary, summarize
 from ..aggregate.specimen import apply_to_summary, check_store_and_slide
 from ..config import ReportConfig
-from ..errors import ArtifactError, SlideError, WsiError
+from ..errors import ArtifactError
 from ..fsutil import atomic_write
 from ..io.slide import Slide
 from ..store.artifacts import REPORT_HTML_NAME, REPORT_NAME, STORE_NAME
@@ -36,6 +36,7 @@ from .html import render_html
 from .images import read_cell_crops, render_overview
 from .nuclei import measure_slide_cells, nucleus_caption
 from .review import flagged_crops, review_for_report, review_in_report, select_flagged
+from .slide_access import open_report_slide
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,6 @@ class ReportPaths:
         return {"json": self.json.name, "html": self.html.name, **{k: p.name for k, p in self.exports.items()}}
 
 
-@dataclass
-class SlideAccess:
-    """The slide as found at report time: open, or why not (then the report has no pixels)."""
-
-    slide: Slide | None
-    note: str
-
-
 def filter_scanner_properties(properties: dict[str, str]) -> dict[str, str]:
     """Scanner properties safe to put in a report: no label/barcode/patient/name/date/user fields, no free text.
 
@@ -95,36 +88,6 @@ def filter_scanner_properties(properties: dict[str, str]) -> dict[str, str]:
         k: str(v) for k, v in sorted(properties.items())
         if not PRIVATE_PROPERTY.search(k) and len(str(v)) <= MAX_PROPERTY_VALUE and "|" not in str(v) and "\n" not in str(v)
     }
-
-
-def open_report_slide(meta: DetectionsMeta, slide_path: str | Path | None) -> SlideAccess:
-    """Open the slide for thumbnail and crops; a missing or changed slide gives a note, not an error.
-
-    An explicit ``slide_path`` that does not exist is the user's mistake and raises :class:`SlideError`.
-    """
-    from ..io import (
-        open_slide,  # the reader pulls in the slide backends; only needed here
-    )
-
-    info = meta.slide or SlideInfo()
-    recorded = info.path
-    path = Path(slide_path) if slide_path else Path(recorded) if recorded else None
-    if path is None:
-        return SlideAccess(None, "the detections do not record a slide file; thumbnail and cell crops are omitted")
-    if not path.exists():
-        if slide_path:
-            raise SlideError(path, "slide file not found (--slide)")
-        return SlideAccess(None, f"slide file {path} was not found at report time; thumbnail and cell crops are omitted")
-    try:
-        slide = open_slide(path, mpp=info.mpp_x)
-    except WsiError as exc:
-        return SlideAccess(None, f"slide could not be opened ({exc.reason}); thumbnail and cell crops are omitted")
-    expected = info.fingerprint
-    if expected and slide.fingerprint() != expected:
-        slide.close()
-        return SlideAccess(None, f"slide file {path} is not the slide that was analysed (fingerprint differs); "
-                                 "thumbnail and cell crops are omitted")
-    return SlideAccess(slide, "")
 
 
 def write_report(

@@ -212,7 +212,7 @@ def rebuild_review(run_dir: str | Path, taxonomy: Taxonomy, limit: int = DEFAULT
     from ..store.artifacts import DETECTIONS_NAME  # noqa: PLC0415
     from ..store.contracts import SlideInfo  # noqa: PLC0415
     from ..store.detections import read_detections  # noqa: PLC0415
-    from .report import open_report_slide  # noqa: PLC0415
+    from .slide_access import open_report_slide  # noqa: PLC0415
 
     run_dir = Path(run_dir)
     cfg = report_cfg or ReportConfig()
