@@ -84,7 +84,16 @@ def test_build_takes_confirmed_and_corrected_as_boxes_and_rejected_as_negatives(
     dataset = CocoPatchDataset(out)
     assert len(dataset) == len(coco["images"])
 
-    # a batch folder of reviewed slide folders: the same labels
+    # a batch folder of reviewed slide folders (a slide folder not reviewed yet is left out): the same labels
+    unreviewed = reviewed.parent / "not_reviewed"
+    unreviewed.mkdir()
+    shutil.copy(reviewed / "detections.parquet", unreviewed)
+    pending = json.loads((reviewed / "review.geojson").read_text())
+    for f in pending["features"]:
+        f["properties"].update(review="pending", rejected_as=None, reviewer=None, timestamp=None)
+    decisions.write_review(unreviewed / "review.geojson", pending)
+    with pytest.raises(ArtifactError, match="no decision yet"):
+        load_review_labels(unreviewed / "review.geojson", TAX)
     out2 = tmp_path / "set2"
     assert main(["data", "build", "--out", str(out2), "--folder", str(reviewed.parent), "--patch-size", "64",
                  "--target-mpp", "0.5", "--no-progress"]) == 0

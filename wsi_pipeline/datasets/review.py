@@ -65,6 +65,8 @@ def load_review_labels(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, 
         {'flagged': 40, 'pending': 5, 'confirmed': 20, 'corrected': 6, 'rejected': 9}
     """
     data = decisions.read_review(path, fingerprint, slide_name)
+    if not decisions.is_reviewed(data):
+        raise ArtifactError(path, "no decision yet: every flagged cell is pending (review the slide with `wsi review`)")
     to_class = class_mapper(taxonomy, aliases or {})
     boxes, rejected = [], []
     for i, f in enumerate(data["features"]):
@@ -91,14 +93,22 @@ def slide_fingerprint(slide_path: str | Path, mpp: float | None = None) -> str:
 
 def review_pairs(folder: str | Path) -> list[tuple[Path, Path]] | None:
     """``(slide, review.geojson)`` for a reviewed slide folder of ``wsi-run`` or a batch folder holding such
-    folders (the slide read from where the detections say it was); ``None`` when ``folder`` holds no
-    review.geojson at all (then it is a folder of slides with annotation files beside them)."""
+    folders (the slide read from where the detections say it was; folders whose review has no decision yet are
+    left out); ``None`` when ``folder`` holds no review.geojson at all (then it is a folder of slides with
+    annotation files beside them)."""
     folder = Path(folder)
     files = [folder / REVIEW_FILE] if (folder / REVIEW_FILE).is_file() else sorted(folder.glob(f"*/{REVIEW_FILE}"))
     if not files:
         return None
+    reviewed = [f for f in files if decisions.is_reviewed(decisions.read_review(f))]
+    if len(reviewed) < len(files):  # wsi-run writes a pending review.geojson for every slide
+        log.info("%s: %d of %d slide folders have no decision yet and are left out", folder, len(files) - len(reviewed),
+                 len(files))
+    if not reviewed:
+        raise ArtifactError(folder, f"no reviewed slide here: every {REVIEW_FILE} is all pending (review the slides "
+                                    "with `wsi review` first)")
     pairs = []
-    for review in files:
+    for review in reviewed:
         run = review.parent
         if not (run / DETECTIONS_NAME).is_file():
             raise ArtifactError(run, f"has {REVIEW_FILE} but no {DETECTIONS_NAME}: not a `wsi-run` slide folder")
