@@ -180,7 +180,7 @@ def render_review_page(cells: list[FlaggedCell], crops: list[CellCrop] | None, d
             "box_pct": list(crop.box_in_crop_percent()) if crop else None,
         })
     classes = [{"name": cc.name, "label": cc.label, "color": cc.color, "abnormal": cc.abnormal,
-                "key": str((i + 1) % 10)} for i, cc in enumerate(taxonomy.classes[:10])]
+                "key": str((i + 1) % 10) if i < 10 else ""} for i, cc in enumerate(taxonomy.classes)]  # keys 1-9, 0
     data = {"slide": doc["slide"], "cells": page_cells, "classes": classes, "reasons": list(decisions.REJECT_REASONS),
             "decisions": doc, "schema": decisions.REVIEW_SCHEMA, "version": decisions.REVIEW_VERSION,
             "rejected": {"name": decisions.REJECTED_CLASS, "color": decisions.REJECTED_COLOR}}
