@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "wsi_pipeline"
 # imports only from lower layers and from itself; the units of one layer are independent of each other.
 LAYERS: list[set[str]] = [
     {"", "errors"},
-    {"fsutil", "progress", "registry", "taxonomy", "device", "diskspace", "locking", "paste"},
+    {"fsutil", "progress", "registry", "resolution", "taxonomy", "device", "diskspace", "locking", "paste"},
     {"config", "slide_formats"},
     {"store"},  # artifact names and contracts, the zarr patch store, the detections table
     {"io"},  # slide readers

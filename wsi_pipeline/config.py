@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .resolution import DEFAULT_TARGET_MPP, PLAUSIBLE_MPP, plausible_mpp
 from .taxonomy import CONFIG_DIR
 
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -44,7 +45,7 @@ class MaskConfig:
 
 @dataclass
 class TilingConfig:
-    target_mpp: float = 0.5
+    target_mpp: float = DEFAULT_TARGET_MPP
     patch_size: int = 256  # inference tile side at target_mpp, independent of the model's training patch
     overlap: int = 128
     codec: str = "jpeg"  # jpeg | zstd | none
@@ -261,8 +262,8 @@ def check_workers_mpp(workers: int | None, mpp: float | None) -> None:
     """``--workers`` and ``--mpp`` of ``wsi tile`` and ``wsi-run`` (None: not given)."""
     if workers is not None and workers < 0:
         raise ConfigError(None, f"--workers must be >= 0 (0: all cores), got {workers}")
-    if mpp is not None and not 0.01 <= mpp <= 100:
-        raise ConfigError(None, f"--mpp must be between 0.01 and 100 um/px, got {mpp}")
+    if mpp is not None and not plausible_mpp(mpp):
+        raise ConfigError(None, f"--mpp must be between {PLAUSIBLE_MPP[0]:g} and {PLAUSIBLE_MPP[1]:g} um/px, got {mpp}")
 
 
 def _check_ranges(cfg: PipelineConfig, source: str) -> None:
@@ -397,7 +398,7 @@ class TrainConfig:
     val_data: str = ""  # optional, evaluated after every epoch
     out: str = "runs/train"
     taxonomy: str = ""  # empty: configs/taxonomy.yaml
-    target_mpp: float = 0.5
+    target_mpp: float = DEFAULT_TARGET_MPP
     patch_size: int = 256
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -80,13 +80,14 @@ def run(args: argparse.Namespace) -> int:
     from ..models.data import CocoPatchDataset, check_classes  # noqa: PLC0415
     from ..models.evaluation import evaluate_detector  # noqa: PLC0415
     from ..device import resolve_device  # noqa: PLC0415
+    from ..resolution import same_mpp  # noqa: PLC0415
     from ..taxonomy import Taxonomy  # noqa: PLC0415
 
     loaded = load_checkpoint(args.checkpoint, resolve_device(args.device))
     meta = loaded.model_meta
     dataset = CocoPatchDataset(args.dataset)
     check_classes(dataset.info.class_names, meta.taxonomy, Path(args.dataset) / "annotations.json")
-    if dataset.info.target_mpp is not None and abs(dataset.info.target_mpp - meta.target_mpp) > 1e-6:
+    if dataset.info.target_mpp is not None and not same_mpp(meta.target_mpp, dataset.info.target_mpp):
         raise ArtifactError(args.dataset, f"dataset is at {dataset.info.target_mpp} um/px, the model expects "
                                           f"{meta.target_mpp} um/px")
     full = meta.taxonomy_full

@@ -42,6 +42,7 @@ import numpy as np
 from ..progress import progress_bar
 from ..errors import ArtifactError, ConfigError
 from ..paste import crop_density, optical_density, paste_od, warp_od
+from ..resolution import CROPS_MPP, DEFAULT_TARGET_MPP
 from .annotations import categories
 from .layout import start_patch_set, write_patch
 from ..taxonomy import Taxonomy, load_taxonomy
@@ -62,12 +63,12 @@ class BackgroundSource:
 @dataclass
 class CompositeSetConfig:
     crops: str = ""  # folder of labelled crops: <folder>/<n>.jpg
-    crops_mpp: float = 0.27  # um/px of the crops (estimated from nuclei and neutrophils: docs/model_card.md)
+    crops_mpp: float = CROPS_MPP  # um/px of the crops
     crop_classes: dict[str, str] = field(default_factory=lambda: {
         "1": "ASC-US", "2": "ASC-H", "3": "LSIL", "4": "HSIL", "5": "SCC", "6": "AGC", "7": "TRICH", "8": "CAND"})
     negative_crop_folders: list[str] = field(default_factory=lambda: ["9", "10", "11"])
     backgrounds: list[BackgroundSource] = field(default_factory=list)
-    target_mpp: float = 0.5
+    target_mpp: float = DEFAULT_TARGET_MPP
     patch_size: int = 256
     images: int = 2000  # images to write for the split
     positives_per_image: list[int] = field(default_factory=lambda: [0, 3])  # inclusive range

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import CONFIG_DIR, from_dict, merge, read_yaml
 from ..errors import ConfigError
+from ..resolution import DEFAULT_TARGET_MPP
 from ..taxonomy import Taxonomy, load_taxonomy
 
 DEFAULT_SYNTH_CONFIG = CONFIG_DIR / "synth.yaml"
@@ -25,7 +26,7 @@ DATASET_SECTIONS = ("dataset", "label_aliases")
 
 @dataclass
 class DatasetConfig:
-    target_mpp: float = 0.5
+    target_mpp: float = DEFAULT_TARGET_MPP
     patch_size: int = 512
     background_ratio: float = 1.0
     min_visible_fraction: float = 0.5

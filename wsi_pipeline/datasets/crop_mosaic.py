@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import ArtifactError, ConfigError
 from ..fsutil import atomic_write
 from ..progress import progress_bar
+from ..resolution import DEFAULT_TARGET_MPP
 from ..taxonomy import load_taxonomy
 from .annotations import Annotation, categories, class_mapper
 from .config import label_aliases
@@ -98,7 +99,7 @@ def build_crop_mosaics(
     crops_mpp: float,
     n_images: int = 250,
     grid: int = 4,
-    target_mpp: float = 0.5,
+    target_mpp: float = DEFAULT_TARGET_MPP,
     patch_size: int = 256,
     point_box_um: float = 20.0,
     annotated_classes: list[str] | None = None,

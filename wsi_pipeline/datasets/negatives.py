@@ -33,6 +33,7 @@ from ..export.document import ReportDocument
 from ..fsutil import atomic_write
 from ..io import open_slide
 from ..progress import progress_bar
+from ..resolution import level0_extent
 from ..store.artifacts import REPORT_NAME
 from ..store.detections import read_detections
 from ..taxonomy import Taxonomy, load_taxonomy
@@ -172,7 +173,7 @@ def mine_negatives(
         if not slide_path.is_file():
             raise ArtifactError(slide_path, f"slide of {folder.name} not found (moved since `wsi-run`?)")
         with open_slide(slide_path, mpp=report.slide.mpp_x) as slide:
-            extent = max(1, int(round(size * mpp / slide.mpp[0])))
+            extent = max(1, int(round(level0_extent(size, mpp, slide.mpp[0]))))
             calls = top_abnormal_calls(folder, taxonomy.abnormal_names(), top, extent / 2, min_score)
             width, height = slide.dimensions
             for call in progress_bar(calls, desc=f"negatives {slide.name}", unit="patch", disable=not progress):

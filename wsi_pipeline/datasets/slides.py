@@ -28,6 +28,7 @@ from ..errors import ArtifactError, ConfigError
 from ..fsutil import atomic_write
 from ..io import open_slide
 from ..progress import progress_bar
+from ..resolution import level0_extent, level0_scale
 from ..taxonomy import Taxonomy, load_taxonomy
 from .annotations import Annotation, categories, expand_points, field_id, load_annotations
 from .config import DatasetSettings, load_dataset_settings
@@ -264,8 +265,8 @@ def extract_dataset(
                 log.warning("%s: %d annotations lie outside the slide and are ignored", Path(ann_path).name, len(annotations) - len(inside))
             if not inside and not rejected:
                 raise ArtifactError(ann_path, f"no annotations inside the slide {Path(slide_path).name} ({width}x{height})")
-            scale = target_mpp / slide.mpp[0]
-            extent = max(1, int(round(patch_size * scale)))
+            scale = level0_scale(target_mpp, slide.mpp[0])
+            extent = max(1, int(round(level0_extent(patch_size, target_mpp, slide.mpp[0]))))
             tree = shapely.STRtree([shapely.box(*a.box) for a in inside])
 
             def near(x: int, y: int) -> list[Annotation]:

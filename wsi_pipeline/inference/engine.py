@@ -27,6 +27,7 @@ from .. import __version__
 from ..config import InferenceConfig
 from ..errors import ArtifactError, WsiError
 from ..progress import progress_bar
+from ..resolution import same_mpp
 from ..store.artifacts import DETECTIONS_NAME
 from ..models.checkpoint import parse_model_meta
 from ..store.contracts import DetectionsMeta, InferenceRecord, ModelMeta
@@ -40,7 +41,6 @@ from .runtime import onnx_network, resolve_backend
 
 log = logging.getLogger(__name__)
 
-MPP_TOLERANCE = 0.02  # relative difference between model and store resolution that still counts as equal
 BORDER_TOLERANCE_PX = 1.0  # patch px: a box this close to a patch border may be a cut cell
 
 
@@ -157,7 +157,7 @@ def check_compatible(meta: ModelMeta, store: PatchSource, model_name: str | Path
     training patch (``meta.patch_size``, recorded in the detections' model section) is accepted.
     """
     model_mpp = float(meta.target_mpp)
-    if abs(model_mpp - store.target_mpp) > MPP_TOLERANCE * model_mpp:
+    if not same_mpp(model_mpp, store.target_mpp):
         raise ArtifactError(
             model_name,
             f"model was trained at {model_mpp:g} um/px but the patch store {store.path} has {store.target_mpp:g} um/px; "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -12,21 +11,9 @@ import cv2
 import numpy as np
 
 from ..errors import SlideError
+from ..resolution import PLAUSIBLE_MPP, level0_extent, plausible_mpp
 
-# Microscope scans sit between ~0.1 um/px (100x oil) and a few um/px (low-power overviews); a value outside
-# this range is a wrong resolution tag (boxes.tiff reports ~353), not a real scan.
-PLAUSIBLE_MPP = (0.1, 20.0)
 THUMBNAIL_BLOCK = 4096  # level pixels read per block when building a thumbnail (bounds memory)
-
-
-def plausible_mpp(value: float | None) -> bool:
-    """True when ``value`` (um/px) looks like a real scan resolution.
-
-    Example:
-        >>> plausible_mpp(0.25), plausible_mpp(352.8), plausible_mpp(None)
-        (True, False, False)
-    """
-    return value is not None and math.isfinite(value) and PLAUSIBLE_MPP[0] <= value <= PLAUSIBLE_MPP[1]
 
 
 def file_fingerprint(path: Path, extra: str = "") -> str:
@@ -126,7 +113,7 @@ class Slide:
         """``(level, read_size)``: the pyramid level and the square of level pixels that :meth:`read_at_mpp` reads
         for a ``size`` px patch at ``mpp`` um/px (the coarsest level at or finer than ``mpp``)."""
         level = self.best_level_for_mpp(mpp)
-        return level, max(1, round(size * (mpp / self.mpp[0]) / self.level_downsamples[level]))
+        return level, max(1, round(level0_extent(size, mpp, self.mpp[0]) / self.level_downsamples[level]))
 
     def read_resized(self, level: int, x: int, y: int, read_size: int, size: int) -> np.ndarray:
         """A ``read_size`` square from ``level`` at level-0 ``(x, y)``, area-resampled to ``size`` px."""

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from ..config import TrainConfig, from_dict
 from ..device import autocast_dtype, resolve_device, training_precision
 from ..progress import progress_bar
+from ..resolution import same_mpp
 from ..errors import ArtifactError, ConfigError
 from ..taxonomy import load_taxonomy
 from .backbones import BACKBONES, backbone_entry
@@ -332,7 +333,7 @@ def train_roots(cfg: TrainConfig) -> list[Path]:
 def _check_dataset_geometry(dataset: CocoPatchDataset, cfg: TrainConfig) -> None:
     where = dataset.root / "annotations.json"
     info = dataset.info
-    if info.target_mpp is not None and abs(info.target_mpp - cfg.target_mpp) > 1e-6:
+    if info.target_mpp is not None and not same_mpp(cfg.target_mpp, info.target_mpp):
         raise ConfigError(where, f"dataset is at {info.target_mpp} um/px but the config says target_mpp {cfg.target_mpp}")
     if info.patch_size is not None and info.patch_size != cfg.patch_size:
         raise ConfigError(where, f"dataset patches are {info.patch_size} px but the config says patch_size {cfg.patch_size}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..config import from_dict
 from ..datasets.config import DatasetSettings, check_classes, check_dataset_settings, read_synth_yaml
 from ..errors import ConfigError
+from ..resolution import CROPS_MPP
 from ..taxonomy import Taxonomy, load_taxonomy
 
 
@@ -33,7 +34,7 @@ class SlideSynthConfig:
 
 @dataclass
 class CompositeConfig:
-    crops_mpp: float = 0.3
+    crops_mpp: float = CROPS_MPP
     scale_jitter: float = 0.15
     feather_px: int = 6
     crop_classes: dict[str, str] = field(default_factory=dict)

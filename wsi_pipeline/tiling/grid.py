@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..resolution import level0_extent, level0_scale
+
 
 @dataclass(frozen=True)
 class GridSpec:
@@ -26,11 +28,11 @@ class GridSpec:
     @property
     def scale(self) -> float:
         """Level-0 pixels per patch pixel."""
-        return self.target_mpp / self.slide_mpp
+        return level0_scale(self.target_mpp, self.slide_mpp)
 
     @property
     def size0(self) -> float:
-        return self.patch_size * self.scale
+        return level0_extent(self.patch_size, self.target_mpp, self.slide_mpp)
 
     @property
     def stride0(self) -> float:
