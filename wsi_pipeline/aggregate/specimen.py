@@ -23,12 +23,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import cv2
 import numpy as np
 
-from ..store.contracts import Contract
+from ..store.contracts import ReportSection
 
 ANALYSIS_MPP = 2.0  # um/px of the overview the morphology and colour are measured on
 TISSUE_SHEET_UM2 = 60_000.0  # a stained connected area larger than this (about 30 squamous cells fused) is a sheet
@@ -44,10 +44,9 @@ FOCUS_SAMPLE = 1024  # patches measured for focus (evenly spread over the store)
 
 
 @dataclass
-class SpecimenCheck(Contract):
+class SpecimenCheck(ReportSection):
     """The ``specimen`` block of report.json."""
 
-    WHAT: ClassVar[str] = "report"
     status: str = "ok"  # ok | not_cytology | too_little_material | out_of_focus | not_checked
     reason: str = ""
     measures: dict[str, Any] = field(default_factory=dict)

@@ -17,14 +17,14 @@ rules are documented in docs/report.md:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from ..config import PREPARATIONS, ReportConfig, check_report_classes
-from ..store.contracts import Contract, DetectionsMeta
+from ..store.contracts import DetectionsMeta, ReportSection
 from ..store.detections import Detections
-from ..taxonomy import Taxonomy
+from ..taxonomy import CellClass, Taxonomy
 from .counting import counted_mask
 
 NEGATIVE_CATEGORY = "NILM"
@@ -41,16 +41,10 @@ ADEQUACY_NOTE = (
 )
 
 
-@dataclass
-class ClassSummary:
-    """Counts, density and score statistics of one taxonomy class."""
+@dataclass(frozen=True)
+class ClassSummary(CellClass):
+    """A taxonomy class with its counts, density and score statistics on the slide."""
 
-    name: str
-    label: str
-    group: str
-    abnormal: bool
-    severity: int
-    color: str
     score_threshold: float
     min_cells: int
     n_detected: int  # rows of the table with this predicted class, any score
@@ -79,10 +73,9 @@ class TopCell:
 
 
 @dataclass
-class Category(Contract):
+class Category(ReportSection):
     """Bethesda-style slide category and the organisms flagged beside it (``category`` in report.json)."""
 
-    WHAT: ClassVar[str] = "report"
     name: str = ""
     label: str = ""
     severity: int = 0
@@ -91,10 +84,9 @@ class Category(Contract):
 
 
 @dataclass
-class Adequacy(Contract):
+class Adequacy(ReportSection):
     """The adequacy estimate (``adequacy`` in report.json)."""
 
-    WHAT: ClassVar[str] = "report"
     status: str = ""  # adequate | limited
     squamous_cells: int = 0
     minimum: int = 0
@@ -201,8 +193,7 @@ def summarize(det: Detections, taxonomy: Taxonomy, cfg: ReportConfig) -> SlideSu
         s = scores[chosen]
         classes.append(
             ClassSummary(
-                name=cc.name, label=cc.label, group=cc.group, abnormal=cc.abnormal, severity=cc.severity,
-                color=cc.color, score_threshold=thresholds[i], min_cells=minimums[i],
+                **vars(cc), score_threshold=thresholds[i], min_cells=minimums[i],
                 n_detected=int(of_class.sum()), n_counted=int(chosen.size),
                 density_per_mm2=chosen.size / area if area else None,
                 score_mean=float(s.mean()) if s.size else None,

@@ -25,40 +25,17 @@ from ..aggregate.specimen import SpecimenCheck
 from ..aggregate.summary import Adequacy, Category
 from ..errors import ArtifactError
 from ..fsutil import atomic_write
-from ..store.contracts import Contract
+from ..store.contracts import Contract, ReportSection, ReportSlide
 
 REPORT_SCHEMA = "wsi_pipeline.report"
 REPORT_SCHEMA_VERSION = 1
 
 
 @dataclass
-class ReportSlide(Contract):
-    """The ``slide`` section: the analysed slide, its filtered scanner properties, and whether its pixels were read."""
-
-    WHAT: ClassVar[str] = "report"
-    name: str = ""
-    path: str = ""
-    width: int | None = None
-    height: int | None = None
-    mpp: list[float] | None = None
-    fingerprint: str = ""
-    vendor: str = ""
-    scanner_properties: dict[str, str] = field(default_factory=dict)
-    pixels_available: bool = False
-    note: str = ""  # why the pixels were not available (thumbnail and crops omitted)
-
-    @property
-    def mpp_x(self) -> float | None:
-        """Level-0 um/px along x, or None when not recorded."""
-        return float(self.mpp[0]) if self.mpp and self.mpp[0] else None
-
-
-@dataclass
-class ReportDocument(Contract):
+class ReportDocument(ReportSection):
     """``report.json``. Sections copied from the detections metadata (``tiling``, ``model``, ``inference``)
     and the per-class and per-cell lists stay plain mappings; what readers decide on is typed."""
 
-    WHAT: ClassVar[str] = "report"
     NESTED: ClassVar[dict[str, type[Contract]]] = {
         "slide": ReportSlide, "category": Category, "adequacy": Adequacy, "specimen": SpecimenCheck,
     }

@@ -405,24 +405,15 @@ class GradLibraV2Loss(_GradientStatisticsLoss):
     ``backward()``; they do not depend on the gradient's scale.
 
     Example:
-        >>> import torch
         >>> crit = GradLibraV2Loss(num_classes=2)
         >>> round(crit(torch.zeros(1, 2), torch.tensor([[1., 0.]]), avg_factor=1).item(), 4)  # focal at start
         0.1733
     """
 
-    initial_pos_neg = 100.0
+    initial_pos_neg = EQLv2Loss.initial_pos_neg  # as in EQLv2: the first weights are ~1
 
-    def __init__(
-        self,
-        num_classes: int,
-        gamma: float = 2.0,
-        alpha: float = 0.25,
-        kappa: float = 1.0,
-        lam: float = 4.0,
-        mu: float = 0.8,
-        mu_scale: float = 12.0,
-    ) -> None:
+    def __init__(self, num_classes: int, gamma: float = 2.0, alpha: float = 0.25, kappa: float = 1.0, lam: float = 4.0,
+                 mu: float = 0.8, mu_scale: float = 12.0) -> None:
         super().__init__(num_classes)
         if kappa < 0 or lam < 0 or mu_scale <= 0:
             raise ValueError("GradLibraV2Loss needs kappa >= 0, lam >= 0 and mu_scale > 0")

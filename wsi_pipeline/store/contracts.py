@@ -8,7 +8,9 @@ know, or a required key that is missing, is an :class:`ArtifactError` naming the
 * :class:`StoreMeta`: the patch store's group attributes (``patches.zarr/zarr.json``, key ``wsi_pipeline``);
 * :class:`DetectionsMeta`: the detections table's Parquet metadata (key ``wsi_pipeline``), with its
   sections :class:`StoreRecord`, :class:`ModelRecord` and :class:`InferenceRecord`;
-* :class:`ModelMeta`: what inference and the batch runner read from a checkpoint's ``meta``.
+* :class:`ModelMeta`: what inference and the batch runner read from a checkpoint's ``meta``;
+* :class:`ReportSection`: the base of the typed sections of ``report.json`` (``export/document.py``), such as
+  :class:`ReportSlide`.
 
 Example:
     >>> meta = DetectionsMeta.from_dict({"schema": "wsi_pipeline.detections", "version": 1, "complete": True,
@@ -206,6 +208,33 @@ class DetectionsMeta(Contract):
         return {k: v for k, v in super().to_dict().items() if v is not None}
 
 
+class ReportSection(Contract):
+    """A section of ``report.json`` (``export/document.py`` ``ReportDocument``); every key has a default."""
+
+    WHAT: ClassVar[str] = "report"
+
+
+@dataclass
+class ReportSlide(ReportSection):
+    """The ``slide`` section: the analysed slide, its filtered scanner properties, and whether its pixels were read."""
+
+    name: str = ""
+    path: str = ""
+    width: int | None = None
+    height: int | None = None
+    mpp: list[float] | None = None
+    fingerprint: str = ""
+    vendor: str = ""
+    scanner_properties: dict[str, str] = field(default_factory=dict)
+    pixels_available: bool = False
+    note: str = ""  # why the pixels were not available (thumbnail and crops omitted)
+
+    @property
+    def mpp_x(self) -> float | None:
+        """Level-0 um/px along x, or None when not recorded."""
+        return float(self.mpp[0]) if self.mpp and self.mpp[0] else None
+
+
 @dataclass
 class ModelMeta(Contract):
     """The ``meta`` of a checkpoint (models/checkpoint.py) as inference and the batch runner read it.
@@ -243,4 +272,4 @@ class ModelMeta(Contract):
 
 
 __all__ = [f.__name__ for f in (SlideInfo, StoreMeta, StoreRecord, ModelRecord, InferenceRecord, DetectionsMeta,
-                                ModelMeta)] + ["Contract"]
+                                ReportSlide, ModelMeta)] + ["Contract", "ReportSection"]
