@@ -1,20 +1,21 @@
 """The review loop measured (issue 25 item 5): does reviewing flagged cells make the model better?
 
-A lab runs the bundled model, a cytologist reviews each slide's flagged cells in ``review.html``, and the
+A lab runs its model, a cytologist reviews each slide's flagged cells in ``review.html``, and the
 decisions feed ``wsi data build``. Here the reviewer is simulated from the CRIC annotations
 (:func:`wsi_pipeline.datasets.review.simulate_review`: a flagged cell within 10 um of an annotated nucleus
 takes that nucleus's class, confirmed or corrected; one farther than 20 um from every annotated nucleus is
 rejected as ``not_annotated``; in between stays pending), on the *training* side of
 ``configs/splits/cric.csv``, and the loop is scored on the validation side, which nothing here trains on:
 
-1. ``wsi-run`` with the bundled model on every training field (at its ``mpp_estimate``): ``review.geojson``;
+1. ``wsi-run`` with the base model (``--base``; default: starter v2, the model bundled before v3, which never
+   saw a CRIC field: v3 trained on these training fields) on every training field (at its ``mpp_estimate``): ``review.geojson``;
 2. the simulated reviewer decides each field's flagged cells;
 3. for each N of ``--steps``, the first N reviewed fields (a fixed order: the training fields shuffled with
    :data:`ORDER_SEED`) become a patch set with ``wsi data build --folder`` (confirmed and corrected cells as
    boxes, rejected calls as hard negatives), exactly as a lab would build it;
-4. the bundled model is fine-tuned on it with ``configs/finetune.yaml`` (the documented lab recipe), for about
+4. the base model is fine-tuned on it with ``configs/finetune.yaml`` (the documented lab recipe), for about
    :data:`ITERATIONS` iterations whatever N (so the curve measures data, not compute);
-5. ``benchmarks/real_cells.py`` scores the bundled model (N = 0) and each fine-tuned model in one run.
+5. ``benchmarks/real_cells.py`` scores the base model (N = 0) and each fine-tuned model in one run.
 
 Everything is resumable: finished runs, sets and models are kept under ``--out``.
 
@@ -43,7 +44,6 @@ from wsi_pipeline.datasets.annotations import load_annotations
 from wsi_pipeline.datasets.review import simulate_review_file
 from wsi_pipeline.datasets.slides import point_csv_pairs, read_mpp_table
 from wsi_pipeline.datasets.split import read_split
-from wsi_pipeline.models.bundled import starter_model_path
 from wsi_pipeline.store import review as decisions
 from wsi_pipeline.synth.config import load_synth_config
 from wsi_pipeline.taxonomy import load_taxonomy
@@ -55,6 +55,7 @@ ITERATIONS = 300  # fine-tuning iterations per step, batch 8
 BATCH = 8
 PATCH_PX, TARGET_MPP = 256, 0.5  # the bundled model's training patches
 FINETUNE_CONFIG = PROJECT / "configs" / "finetune.yaml"
+BASE = PROJECT / "benchmarks" / "results" / "models" / "starter_v2.pt"
 
 
 def training_fields(limit: int | None = None) -> list[Path]:
@@ -65,8 +66,8 @@ def training_fields(limit: int | None = None) -> list[Path]:
     return [fields[i] for i in order][:limit]
 
 
-def reviewed_runs(fields: list[Path], out: Path) -> list[Path]:
-    """Each field run with the bundled model and its flagged cells decided by the simulated reviewer (kept)."""
+def reviewed_runs(fields: list[Path], out: Path, base: Path) -> list[Path]:
+    """Each field run with ``base`` and its flagged cells decided by the simulated reviewer (kept)."""
     taxonomy = load_taxonomy()
     aliases = load_synth_config(None, taxonomy).label_aliases
     mpp = read_mpp_table(CRIC_FIELDS / "fields.csv")
@@ -75,7 +76,7 @@ def reviewed_runs(fields: list[Path], out: Path) -> list[Path]:
         run = out / image.stem
         review = run / "review.geojson"
         if not (review.is_file() and "simulated" in json.loads(review.read_text())):
-            run = run_field(image, out, starter_model_path(), mpp[image.stem])
+            run = run_field(image, out, base, mpp[image.stem])
             truth = load_annotations(CRIC_FIELDS / "cells.csv", taxonomy, aliases, image=image, strict=True)
             simulate_review_file(review, truth, mpp[image.stem])
         runs.append(run)
@@ -112,15 +113,15 @@ def build_set(runs: list[Path], out: Path) -> Path:
     return data
 
 
-def finetune(data: Path, out: Path, iterations: int) -> Path:
-    """The bundled model fine-tuned on ``data`` for about ``iterations`` steps (``configs/finetune.yaml``)."""
+def finetune(data: Path, out: Path, base: Path, iterations: int) -> Path:
+    """``base`` fine-tuned on ``data`` for about ``iterations`` steps (``configs/finetune.yaml``)."""
     model = out / "model" / "model.pt"
     if model.is_file():
         return model
     patches = len(json.loads((data / "annotations.json").read_text())["images"])
     epochs = max(1, math.ceil(iterations / max(1, math.ceil(patches / BATCH))))
     code = wsi(["train", str(FINETUNE_CONFIG), "--data", str(data), "--out", str(model.parent), "--epochs", str(epochs),
-                "--init-weights", "starter", "--no-progress", "-q"])
+                "--init-weights", str(base), "--no-progress", "-q"])
     if code or not model.is_file():
         raise SystemExit(f"error: fine-tuning on {data} failed ({code})")
     return model
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", default="20,60,134", help="numbers of reviewed training fields, comma-separated")
     ap.add_argument("--fields", type=int, default=None, help="only the first N training fields (a smoke run)")
     ap.add_argument("--iterations", type=int, default=ITERATIONS, help="fine-tuning iterations per step")
+    ap.add_argument("--base", type=Path, default=BASE, help="the lab's model before any review (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=PROJECT / "runs" / "review_loop")
     ap.add_argument("--json", type=Path, default=None, help="write the curve here")
     ap.add_argument("--no-score", action="store_true", help="build and fine-tune only (no validation scoring)")
@@ -143,12 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     steps = sorted({int(s) for s in args.steps.split(",")})
     fields = training_fields(args.fields)
     steps = [min(n, len(fields)) for n in steps]
-    runs = reviewed_runs(fields[: max(steps)], args.out / "runs")
+    runs = reviewed_runs(fields[: max(steps)], args.out / "runs", args.base)
     curve = []
     for n in steps:
         step_dir = args.out / f"fields{n}"
         data = build_set(runs[:n], step_dir)
-        model = finetune(data, step_dir, args.iterations)
+        model = finetune(data, step_dir, args.base, args.iterations)
         patches = json.loads((data / "annotations.json").read_text())
         boxes: dict[str, int] = {}
         names = {c["id"]: c["name"] for c in patches["categories"]}
@@ -157,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         curve.append({"fields": n, "review": review_counts(runs[:n]), "patches": len(patches["images"]),
                       "boxes": boxes, "model": str(model)})
         log.info("%d reviewed fields: %d patches, boxes %s", n, len(patches["images"]), boxes)
-    result: dict = {"order_seed": ORDER_SEED, "iterations": args.iterations, "steps": curve}
+    result: dict = {"base": str(args.base.resolve().relative_to(PROJECT)) if args.base.resolve().is_relative_to(PROJECT) else str(args.base),
+                    "order_seed": ORDER_SEED, "iterations": args.iterations, "steps": curve}
     if not args.no_score:
         scores = args.out / "real_cells.json"
-        cmd = [sys.executable, str(PROJECT / "benchmarks" / "real_cells.py"), "--baseline", "starter",
+        cmd = [sys.executable, str(PROJECT / "benchmarks" / "real_cells.py"), "--baseline", str(args.base),
                "--out", str(args.out / "scores"), "--json", str(scores)]
         for step in curve:
             cmd += ["--model", step["model"]]
