@@ -47,7 +47,7 @@ def field_slide(tmp_path_factory, cytology_dir) -> Path:
 @pytest.fixture(scope="module")
 def field_info(field_slide) -> dict:
     with open_slide(field_slide) as slide:
-        return slide.info()
+        return slide.info().to_dict()
 
 
 TINY_PATCH = 64  # edge of the tiny training patches below

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 
+from wsi_pipeline.store.contracts import SlideInfo
 from wsi_pipeline.store.patches import PatchStore
 from wsi_pipeline.taxonomy import load_taxonomy
 from wsi_pipeline.tiling.grid import GridSpec, grid_positions
@@ -25,8 +26,8 @@ def make_store(path: Path, image: np.ndarray, slide_mpp: float, target_mpp: floa
     h, w = image.shape[:2]
     coords = grid_positions(w, h, spec)  # the grid `wsi tile` cuts
     store = PatchStore.create(path, coords, patch_size=patch_size, overlap=overlap, target_mpp=target_mpp,
-                              scale=scale, level=0, slide_info={"name": "test", "path": "test.tif", "width": w,
-                                                                "height": h, "mpp": [slide_mpp, slide_mpp]},
+                              scale=scale, level=0, slide_info=SlideInfo(name="test", path="test.tif", width=w,
+                                                                       height=h, mpp=[slide_mpp, slide_mpp]),
                               identity=f"test-{path.name}", codec=codec, patches_per_chunk=patches_per_chunk,
                               extra={"cell_area_mm2": 1.0})
     for chunk in range(store.n_chunks):

@@ -433,7 +433,7 @@ def _report_for(slide: Path, out: Path, mpp: float | None = None):
 
     tax = load_taxonomy()
     with open_slide(slide, mpp=mpp) as s:
-        info = s.info()
+        info = s.info().to_dict()
     out.mkdir(parents=True, exist_ok=True)
     write_detections(out / "detections.parquet", Detections.empty(len(tax)),
                      {"taxonomy": tax.names, "complete": True, "slide": {**info, "path": str(slide)}})

@@ -107,7 +107,7 @@ def test_label_and_macro_never_reach_any_output(tmp_path, slides_dir):
     reference = openslide.OpenSlide(str(svs))
     assert {"label", "macro"} <= set(reference.associated_images)
     with open_slide(svs) as slide:
-        info = slide.info()
+        info = slide.info().to_dict()
     cells = [("HSIL", 0.9, 1100, 1500, 40), ("ASC-US", 0.8, 500, 700, 40), ("ASC-US", 0.7, 1800, 2500, 40),
              ("NILM", 0.9, 300, 300, 50)]
     det = make_detections(tmp_path / "detections.parquet", cells, info)

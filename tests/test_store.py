@@ -10,13 +10,14 @@ import pytest
 import zarr
 
 from wsi_pipeline.errors import ArtifactError
+from wsi_pipeline.store.contracts import SlideInfo
 from wsi_pipeline.store.patches import PatchStore
 
 
 def _store(path: Path, n: int = 5, codec: str = "jpeg", per_chunk: int = 2) -> PatchStore:
     coords = np.stack([np.arange(n) * 100, np.arange(n) * 7], axis=1)
     return PatchStore.create(path, coords, patch_size=32, overlap=4, target_mpp=0.5, scale=2.0, level=0,
-                             slide_info={"name": "s", "fingerprint": "f"}, identity="id-1", codec=codec,
+                             slide_info=SlideInfo(name="s", fingerprint="f"), identity="id-1", codec=codec,
                              jpeg_quality=95, patches_per_chunk=per_chunk)
 
 

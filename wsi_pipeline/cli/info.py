@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     with open_slide(args.slide, mpp=args.mpp) as slide:
         w, h = slide.dimensions
         info = {
-            **slide.info(),
+            **slide.info().to_dict(),
             "size_mm": [round(w * slide.mpp[0] / 1000, 3), round(h * slide.mpp[1] / 1000, 3)],
             "levels": [
                 {"level": i, "width": lw, "height": lh, "downsample": round(ds, 4), "mpp": round(slide.level_mpp(i), 4)}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from ..errors import SlideError
 from ..resolution import PLAUSIBLE_MPP, level0_extent, plausible_mpp
+from ..store.contracts import SlideInfo
 
 THUMBNAIL_BLOCK = 4096  # level pixels read per block when building a thumbnail (bounds memory)
 
@@ -154,19 +154,12 @@ class Slide:
         """Content hash of the slide file (size, first/last MiB, dimensions); stable across copies and renames."""
         return file_fingerprint(self.path, f"{self.dimensions}")
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> SlideInfo:
         """What stores and reports record about the slide (never pixels)."""
-        return {
-            "path": str(self.path.resolve()),
-            "name": self.name,
-            "width": self.dimensions[0],
-            "height": self.dimensions[1],
-            "mpp": list(self.mpp),
-            "mpp_source": self.mpp_source,
-            "fingerprint": self.fingerprint(),
-            "vendor": self.vendor,
-            "backend": self.backend,
-        }
+        width, height = self.dimensions
+        return SlideInfo(path=str(self.path.resolve()), name=self.name, width=width, height=height, mpp=list(self.mpp),
+                         mpp_source=self.mpp_source, fingerprint=self.fingerprint(), vendor=self.vendor,
+                         backend=self.backend)
 
     def close(self) -> None:
         """Release file handles."""

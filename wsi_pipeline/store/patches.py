@@ -10,7 +10,7 @@ Example:
     >>> import tempfile, numpy as np
     >>> out = Path(tempfile.mkdtemp()) / "patches.zarr"
     >>> store = PatchStore.create(out, np.array([[0, 0], [448, 0]]), patch_size=64, overlap=8, target_mpp=0.5,
-    ...                           scale=2.0, level=0, slide_info={"name": "demo"}, identity="abc")
+    ...                           scale=2.0, level=0, slide_info=SlideInfo(name="demo"), identity="abc")
     >>> store.write_chunk(0, np.full((2, 64, 64, 3), 200, np.uint8)); store.mark_complete()
     >>> again = PatchStore.open(out)
     >>> again.n_patches, again.patches.shape, int(again.patches[1].mean()) in range(198, 203)
@@ -155,7 +155,7 @@ class PatchStore:
         target_mpp: float,
         scale: float,
         level: int,
-        slide_info: SlideInfo | dict[str, Any],
+        slide_info: SlideInfo,
         identity: str,
         codec: str = "jpeg",
         jpeg_quality: int = 90,
@@ -190,7 +190,6 @@ class PatchStore:
         group.create_array("coords", data=coords, chunks=(max(n, 1), 2), dimension_names=["patch", "xy"])
         n_chunks = -(-n // shard[0])
         group.create_array("done", shape=(n_chunks,), dtype="uint8", chunks=(1,), fill_value=0, compressors=None)
-        slide = slide_info if isinstance(slide_info, SlideInfo) else SlideInfo.from_dict(slide_info, p, "slide.")
         meta = StoreMeta.from_dict({
             "identity": identity,
             "software": f"wsi_pipeline {__version__}",
@@ -206,7 +205,7 @@ class PatchStore:
             "patches_per_chunk": shard[0],
             **(extra or {}),
         }, p)
-        meta.slide = slide
+        meta.slide = slide_info
         group.attrs[ATTR_KEY] = meta.to_dict()
         return cls(p, group)
 
