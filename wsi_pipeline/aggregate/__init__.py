@@ -1,4 +1,5 @@
-"""Slide-level aggregation of a detections table (counts, category, suspicion score, adequacy)."""
+"""Slide-level aggregation of a detections table (counts, category, suspicion score, adequacy; the counted-cell
+rule in ``counting.py``) and cell-level evaluation against annotated cells (``cell_hits.py``)."""
 
 from .summary import (
     ADEQUACY_NOTE,
