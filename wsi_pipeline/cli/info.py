@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..io import open_slide
+from ..slide_formats import supported_text
 from .common import HelpFormatter
 
 EPILOG = """examples:
@@ -20,7 +21,7 @@ Associated images (label, macro) are listed by name only; their pixels are never
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show a slide's format, levels, mpp and size", description=__doc__,
                        epilog=EPILOG, formatter_class=HelpFormatter)
-    p.add_argument("slide", help="slide file (SVS, TIFF, NDPI, MRXS, DICOM, ...) or, with --mpp, a plain image")
+    p.add_argument("slide", help=f"slide file: {supported_text()}")
     p.add_argument("--mpp", type=float, default=None, help="um per pixel at full resolution (overrides the file)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run)
