@@ -114,12 +114,13 @@ def test_exported_model_equals_torch_on_real_tiles(starter_copy):
     for size in (256, 640):  # the training patch and a bigger tile (one export serves every size)
         tiles = _field_tiles(2, size)
         with torch.inference_mode():
-            ref, got = detector.predict(tiles), detector.predict(tiles, network=network)
+            # a low score floor: these background-heavy tiles hold few confident cells for the bundled model
+            ref, got = detector.predict(tiles, score_threshold=0.01), detector.predict(tiles, score_threshold=0.01, network=network)
         for a, b in zip(ref, got):
             assert len(a["boxes"]) > 20
-            # the same cells: every torch box above 0.1 has an ONNX box of its class, scores within 1e-3
-            confident = a["scores"] >= 0.1
-            assert confident.sum() >= 5
+            # the same cells: each of torch's 10 best boxes has an ONNX box of its class, scores within 1e-3
+            confident = a["scores"] >= a["scores"].sort(descending=True).values[9]
+            assert confident.sum() >= 10
             iou = box_iou(a["boxes"][confident], b["boxes"])
             best, where = iou.max(dim=1)
             assert (best > 0.99).all()
