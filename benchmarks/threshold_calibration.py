@@ -18,19 +18,16 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from wsi_pipeline.aggregate.cell_hits import NucleusHitResult, calibrated_thresholds, nucleus_hits, truth_from_annotations
+from wsi_pipeline.aggregate.summary import class_thresholds
+from wsi_pipeline.benchmarking import CYTOLOGY
+from wsi_pipeline.config import load_config
+from wsi_pipeline.datasets.annotations import load_annotations
+from wsi_pipeline.store.detections import read_detections
+from wsi_pipeline.synth.config import load_synth_config
+from wsi_pipeline.taxonomy import load_taxonomy
 
-from wsi_pipeline.aggregate.summary import class_thresholds  # noqa: E402
-from wsi_pipeline.config import load_config  # noqa: E402
-from wsi_pipeline.datasets.annotations import load_annotations  # noqa: E402
-from wsi_pipeline.aggregate.cell_hits import (  # noqa: E402
-    NucleusHitResult, calibrated_thresholds, nucleus_hits, truth_from_annotations,
-)
-from wsi_pipeline.store.detections import read_detections  # noqa: E402
-from wsi_pipeline.synth.config import load_synth_config  # noqa: E402
-from wsi_pipeline.taxonomy import load_taxonomy  # noqa: E402
-
-CRIC = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cytology" / "cric"
+CRIC = CYTOLOGY / "cric"
 
 
 def load_fields(detections_root: Path, truth_root: Path, taxonomy) -> list[tuple[str, object, list]]:

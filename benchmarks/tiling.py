@@ -33,6 +33,7 @@ from wsi_pipeline.benchmarking import PROJECT as ROOT
 from wsi_pipeline.benchmarking.images import LBC_FIELD, read_rgb
 from wsi_pipeline.io import open_slide
 from wsi_pipeline.io.tiffwriter import mirrored_tiling, write_pyramidal_tiff
+from wsi_pipeline.store.contracts import SlideInfo
 from wsi_pipeline.store.patches import PatchStore
 from wsi_pipeline.tiling.worker import ReadPlan, read_patch
 
@@ -84,7 +85,7 @@ def timed_pool(func, parts: list, procs: int) -> float:
 def store_loop(path: str, coords: np.ndarray, out: Path, reader: str, codec: str) -> tuple[float, float]:
     """Write a store in one process from ``reader`` (project | openslide); returns seconds and compression ratio."""
     store = PatchStore.create(out, coords, patch_size=PATCH, overlap=0, target_mpp=0.25, scale=1.0, level=0,
-                              slide_info={}, identity=reader, codec=codec, jpeg_quality=90, patches_per_chunk=16)
+                              slide_info=SlideInfo(), identity=reader, codec=codec, jpeg_quality=90, patches_per_chunk=16)
     t = time.perf_counter()
     if reader == "openslide":
         handle = openslide.OpenSlide(path)
