@@ -101,6 +101,30 @@ def test_build_takes_confirmed_and_corrected_as_boxes_and_rejected_as_negatives(
     assert json.loads((out2 / "annotations.json").read_text())["info"]["review"] == coco["info"]["review"]
 
 
+def test_a_cell_reviewed_as_a_class_the_set_does_not_annotate_becomes_a_negative(tmp_path, reviewed, field_slide, capsys):
+    """"No, NILM" on a flagged HSIL call: a review set annotates only the abnormal classes, so a NILM box would teach
+    NILM only positives (it then fires on every cell); the call becomes a hard negative instead. With NILM among
+    the annotated classes (given by the lab), it stays a NILM box."""
+    doc = json.loads((reviewed / "review.geojson").read_text())
+    for f in doc["features"]:
+        if f["id"] == "cell-6":
+            f["properties"].update(review="corrected", classification={"name": "NILM", "color": [1, 2, 3]})
+    decisions.write_review(reviewed / "review.geojson", doc)
+    base = ["data", "build", "--slide", str(field_slide), "--annotations", str(reviewed / "review.geojson"),
+            "--patch-size", "64", "--target-mpp", "0.5", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "set")]) == 0
+    assert "(1 of a class the set does not annotate, e.g. NILM: hard negatives instead)" in capsys.readouterr().out
+    coco = json.loads((tmp_path / "set" / "annotations.json").read_text())
+    assert not _whole_boxes(coco, "NILM") and not _whole_boxes(coco, "HSIL")
+    moved = [im for im in coco["images"] if im.get("rejected_as") == "reviewed as NILM"]
+    assert len(moved) == 1 and (moved[0]["negative_for"], moved[0]["call_x"], moved[0]["call_y"]) == ("HSIL", 1000.0, 512.0)
+    assert coco["info"]["review"]["reviewed_outside_annotated"] == 1
+
+    assert main([*base, "--out", str(tmp_path / "set2"), "--annotated-classes", ",".join(["NILM", *TAX.abnormal_names()])]) == 0
+    coco2 = json.loads((tmp_path / "set2" / "annotations.json").read_text())
+    assert _whole_boxes(coco2, "NILM") and not [im for im in coco2["images"] if im.get("rejected_as") == "reviewed as NILM"]
+
+
 def test_a_review_of_another_slide_is_refused_in_one_line_and_nothing_is_written(tmp_path, reviewed, field_slide, capsys):
     doc = json.loads((reviewed / "review.geojson").read_text())
     doc["slide"] = {"name": "other_slide", "fingerprint": "0" * 64}
@@ -186,6 +210,8 @@ def test_simulated_reviewer_answers_from_annotated_nuclei_and_its_file_trains(tm
     path = simulate_review_file(reviewed / "review.geojson", truth, 0.25, tmp_path / "simulated.geojson")
     assert main(["data", "build", "--out", str(tmp_path / "set"), "--slide", str(field_slide), "--annotations",
                  str(path), "--patch-size", "64", "--target-mpp", "0.5", "--no-progress"]) == 0
-    assert "1 confirmed + 1 corrected cells as labelled boxes, 1 rejected calls" in capsys.readouterr().out
+    assert ("1 confirmed + 1 corrected cells as labelled boxes (1 of a class the set does not annotate, e.g. NILM: "
+            "hard negatives instead), 1 rejected calls") in capsys.readouterr().out
     coco = json.loads((tmp_path / "set" / "annotations.json").read_text())
-    assert _whole_boxes(coco, "NILM") and not _whole_boxes(coco, "LSIL")
+    assert _whole_boxes(coco, "HSIL") and not _whole_boxes(coco, "NILM") and not _whole_boxes(coco, "LSIL")
+    assert {im.get("rejected_as") for im in coco["images"]} >= {"reviewed as NILM", "not_annotated"}

@@ -52,6 +52,18 @@ class ReviewLabels:
     boxes: list[Annotation]  # confirmed and corrected cells, reviewer's class
     rejected: list[RejectedCall]
     counts: dict[str, int] = field(default_factory=dict)  # cells per review state
+    calls: list[tuple[str, float]] = field(default_factory=list)  # the model's call and score of each box
+
+    def negatives_outside(self, annotated: set[str]) -> ReviewLabels:
+        """These labels for a set whose annotations mark only ``annotated`` classes: a reviewed cell of another
+        class (e.g. "no, NILM") becomes a hard negative for the model's call, not a box. A box of a class that is
+        not annotated would teach that class only positives, never background, and it would fire everywhere.
+        """
+        keep = [i for i, a in enumerate(self.boxes) if a.class_name in annotated]
+        moved = [RejectedCall((a.box[0] + a.box[2]) / 2, (a.box[1] + a.box[3]) / 2, call, score, f"reviewed as {a.class_name}")
+                 for a, (call, score) in zip(self.boxes, self.calls) if a.class_name not in annotated]
+        return ReviewLabels([self.boxes[i] for i in keep], self.rejected + moved,
+                            {**self.counts, "reviewed_outside_annotated": len(moved)}, [self.calls[i] for i in keep])
 
 
 def load_review_labels(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, str] | None = None,
@@ -68,7 +80,7 @@ def load_review_labels(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, 
     if not decisions.is_reviewed(data):
         raise ArtifactError(path, "no decision yet: every flagged cell is pending (review the slide with `wsi review`)")
     to_class = class_mapper(taxonomy, aliases or {})
-    boxes, rejected = [], []
+    boxes, rejected, calls = [], [], []
     for i, f in enumerate(data["features"]):
         p = f["properties"]
         box = decisions.feature_box(f)
@@ -77,10 +89,11 @@ def load_review_labels(path: str | Path, taxonomy: Taxonomy, aliases: dict[str, 
             if name is None:
                 raise ArtifactError(path, f"feature {i}: class {p['classification']['name']!r} is not a taxonomy class")
             boxes.append(Annotation(box, name))
+            calls.append((str(p.get("model_class") or ""), float(p.get("model_score") or 0.0)))
         elif p["review"] == "rejected":
             rejected.append(RejectedCall((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, str(p.get("model_class") or ""),
                                          float(p.get("model_score") or 0.0), str(p["rejected_as"])))
-    return ReviewLabels(boxes, rejected, decisions.counts(data))
+    return ReviewLabels(boxes, rejected, decisions.counts(data), calls)
 
 
 def slide_fingerprint(slide_path: str | Path, mpp: float | None = None) -> str:

@@ -135,7 +135,9 @@ class DatasetSummary:
         r = self.review
         if not r:
             return ""
-        return (f"review files: {r['confirmed']} confirmed + {r['corrected']} corrected cells as labelled boxes, "
+        outside = r.get("reviewed_outside_annotated", 0)
+        boxes = f" ({outside} of a class the set does not annotate, e.g. NILM: hard negatives instead)" if outside else ""
+        return (f"review files: {r['confirmed']} confirmed + {r['corrected']} corrected cells as labelled boxes{boxes}, "
                 f"{r['rejected']} rejected calls as hard negatives ({r['negative_patches']} patches), "
                 f"{r['pending']} pending ignored")
 
@@ -228,29 +230,36 @@ def extract_dataset(
     rare = set(d.rare_classes)
     out = Path(out_dir)
     from ..store.review import looks_like_review_file  # noqa: PLC0415
-    from .review import load_review_labels, slide_fingerprint  # noqa: PLC0415
+    from .review import ReviewLabels, load_review_labels, slide_fingerprint  # noqa: PLC0415
 
-    loaded, rejected_calls = [], []
-    review_counts = dict.fromkeys(("flagged", "pending", "confirmed", "corrected", "rejected", "negative_patches"), 0)
+    loaded: list = []
+    review_counts = dict.fromkeys(("flagged", "pending", "confirmed", "corrected", "rejected", "negative_patches",
+                                   "reviewed_outside_annotated"), 0)
     n_reviews = 0
     for slide_path, ann_path in slides:  # every input checked before anything is written
         if not Path(slide_path).is_file():
             raise ArtifactError(slide_path, f"image or slide not found (named by {Path(ann_path).name})")
         if looks_like_review_file(ann_path):
             mpp = slide_mpp.get(field_id(slide_path)) if isinstance(slide_mpp, dict) else slide_mpp
-            labels = load_review_labels(ann_path, taxonomy, cfg.label_aliases, slide_fingerprint(slide_path, mpp),
-                                        Path(slide_path).name)
-            loaded.append(labels.boxes)
-            rejected_calls.append(labels.rejected)
-            for k, v in labels.counts.items():
-                review_counts[k] += v
+            loaded.append(load_review_labels(ann_path, taxonomy, cfg.label_aliases, slide_fingerprint(slide_path, mpp),
+                                             Path(slide_path).name))
             n_reviews += 1
         else:
             loaded.append(load_annotations(ann_path, taxonomy, cfg.label_aliases, image=slide_path, strict=strict_labels))
-            rejected_calls.append([])
     if n_reviews and n_reviews == len(slides) and annotated_classes is None:
         annotated_classes = taxonomy.abnormal_names()
         log.info("review files mark only the cells they flagged: annotated classes = the abnormal ones")
+    rejected_calls: list[list] = []  # per input: the reviewer's rejected calls (hard negatives)
+    for i, labels in enumerate(loaded):
+        if not isinstance(labels, ReviewLabels):
+            rejected_calls.append([])
+            continue
+        if annotated_classes is not None:
+            labels = labels.negatives_outside(set(annotated_classes))
+        for k, v in labels.counts.items():
+            review_counts[k] = review_counts.get(k, 0) + v
+        loaded[i] = labels.boxes
+        rejected_calls.append(labels.rejected)
     images_dir, marker = start_patch_set(out, DESCRIPTION)
     rng = np.random.default_rng(seed)
     images, anns_out, sources = [], [], []
