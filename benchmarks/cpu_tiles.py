@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from wsi_pipeline.aggregate.summary import class_thresholds
-from wsi_pipeline.benchmarking import RESULTS
+from wsi_pipeline.benchmarking import RESULTS, write_record
 from wsi_pipeline.benchmarking.images import field_patches
 from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, CRIC_MPP, validation_fields, write_cric_mosaic
 from wsi_pipeline.datasets.slides import read_mpp_table
@@ -176,9 +176,7 @@ def main() -> int:
         c = record["fields"]["counted_cells"]
         print(f"  counted cells: old {c['old']}, new {c['new']}; old ones with a same-class new one (IoU >= 0.5): "
               f"{c['old_with_a_match_in_new']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1, default=str))
+    write_record(args.json, record, indent=1)
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_pipeline.aggregate.summary import class_thresholds
-from wsi_pipeline.benchmarking import PROJECT as ROOT
+from wsi_pipeline.benchmarking import PROJECT as ROOT, write_record
 from wsi_pipeline.benchmarking import RESULTS
 from wsi_pipeline.benchmarking.real_fields import CRIC_MPP, cric, cric_fields, cric_mosaic, tct_marked
 from wsi_pipeline.config import load_config, load_train_config
@@ -136,9 +136,7 @@ def main() -> int:
     print(f"\npooled: abnormal recall {total.abnormal_found}/{total.abnormal_total} = {recall}; NILM flagged "
           f"{total.nilm_flagged}/{total.nilm_total} = {flagged}; held-out mosaics called abnormal {calls}/{len(records)}; "
           f"tct_marked top-1 in circle per fold model {tct_top} (median {np.median(tct_top):.0f}/7)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"folds": records, "pooled": total.to_dict()}, indent=2, default=str))
+    write_record(args.json, {"folds": records, "pooled": total.to_dict()})
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_pipeline.aggregate.summary import class_thresholds
-from wsi_pipeline.benchmarking import RESULTS, real_fields
+from wsi_pipeline.benchmarking import RESULTS, real_fields, write_record
 from wsi_pipeline.config import load_config
 from wsi_pipeline.models.bundled import starter_model_path
 from wsi_pipeline.taxonomy import load_taxonomy
@@ -74,9 +74,7 @@ def main() -> int:
         lines.append(line)
         print(json.dumps(line), flush=True)
     print(f"{time.perf_counter() - started:.0f} s")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(lines, indent=2))
+    write_record(args.json, lines)
     return 0
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_pipeline.aggregate.summary import class_thresholds
-from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT
+from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT, write_record
 from wsi_pipeline.benchmarking import PROJECT as ROOT
 from wsi_pipeline.benchmarking import RESULTS
 from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS as FIELDS
@@ -152,9 +152,7 @@ def main() -> int:
         print(f"\n{model} ({r['seconds']:.0f} s)\n{r['cric_val']['table']}")
         print(f"squamous cells counted {r['cric_val']['squamous_counted']} / annotated {r['cric_val']['squamous_annotated']}")
     print("\n" + summary_table(records))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=2, default=str))
+    write_record(args.json, records)
     return 0
 
 

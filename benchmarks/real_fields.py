@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_pipeline.aggregate.summary import class_thresholds
-from wsi_pipeline.benchmarking import RESULTS
+from wsi_pipeline.benchmarking import RESULTS, write_record
 from wsi_pipeline.benchmarking.real_fields import CRIC_MPP, DATA, TCT_MPP, cric, cric_mosaic, tct_marked
 from wsi_pipeline.config import load_config
 from wsi_pipeline.models.bundled import starter_model_path
@@ -86,9 +86,7 @@ def main() -> int:
 
         run_demo(args.out / "demo", progress=False, model=model)
     print(f"\n{time.perf_counter() - started:.0f} s")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2, default=str))
+    write_record(args.json, record)
     return 0
 
 

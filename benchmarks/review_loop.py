@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi_pipeline.benchmarking import CRIC_SPLIT, PROJECT
+from wsi_pipeline.benchmarking import CRIC_SPLIT, PROJECT, write_record
 from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, run_field
 from wsi_pipeline.cli.main import main as wsi
 from wsi_pipeline.datasets.annotations import load_annotations
@@ -179,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {n} | {h['abnormal_found']}/{h['abnormal_total']} | {h['nilm_flagged']}/{h['nilm_total']} "
                   f"| {h['high_grade_found']}/{h['high_grade_total']} | {r['cric_val']['squamous_counted']} |")
     result["seconds"] = round(time.perf_counter() - started, 1)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str))
+    write_record(args.json, result)
     return 0
 
 

@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from wsi_pipeline.aggregate.summary import class_thresholds, summarize
-from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT
+from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT, write_record
 from wsi_pipeline.benchmarking.cells import (CLASSES, CROP_PX, LOSS_SPECS, PRIOR, SCHEDULE, Lite0, Standardise, batch_plan,
                                              dihedral, extract, fit, load_crop_cells, new_head, resized)
 from wsi_pipeline.benchmarking.images import read_rgb
@@ -301,9 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         records.append(record)
     result = {"rule": RULE, "classifiers": args.classifier, "loss": LOSS, "seed": SEED, "window_um": WINDOW_UM, "min_squamous_score": MIN_SQUAMOUS_SCORE,
               "records": records, "seconds": round(time.perf_counter() - started, 1)}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str))
+    write_record(args.json, result)
     return 0
 
 

@@ -15,6 +15,10 @@ Modules:
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from ..taxonomy import CONFIG_DIR
 
 PROJECT = CONFIG_DIR.parent
@@ -22,3 +26,19 @@ RESULTS = PROJECT / "benchmarks" / "results"  # default output folder of the scr
 SHARED_DATA = PROJECT.parent / "shared" / "data"  # the real test data beside the checkout (absent: scripts say so)
 CYTOLOGY = SHARED_DATA / "cytology"
 CRIC_SPLIT = CONFIG_DIR / "splits" / "cric.csv"  # the committed train / validation split of the CRIC fields
+
+
+def write_record(path: Path | None, record: Any, indent: int = 2) -> None:
+    """A script's ``--json`` record written to ``path`` (folders created; values JSON does not know as text);
+    nothing when ``path`` is ``None``.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "a" / "r.json"
+        >>> write_record(out, {"model": Path("m.pt")}); json.loads(out.read_text())
+        {'model': 'm.pt'}
+    """
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=indent, default=str))
