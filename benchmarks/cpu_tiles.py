@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from wsi_pipeline.aggregate.summary import class_thresholds
-from wsi_pipeline.benchmarking import RESULTS, write_record
+from wsi_pipeline.benchmarking import RESULTS, portable_path, write_record
 from wsi_pipeline.benchmarking.images import field_patches
 from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, CRIC_MPP, validation_fields, write_cric_mosaic
 from wsi_pipeline.datasets.slides import read_mpp_table
@@ -155,7 +155,7 @@ def main() -> int:
         SETTINGS[f"new, {args.tile} px tiles"] = {"tiling": {"patch_size": args.tile}}
     logging.basicConfig(level=logging.WARNING)
     model = args.model or starter_model_path()
-    record: dict = {"cpu_cores": os.cpu_count(), "model": str(model)}
+    record: dict = {"cpu_cores": os.cpu_count(), "model": portable_path(model)}
     print(f"model {model.name}, {os.cpu_count()} CPU cores\n\n3. network + post-processing alone, real TCT field tiles:")
     record["network_alone"] = [] if args.skip_network else network_alone(model)
     print("\n1. wsi-run on the CRIC mosaic (8 real fields, 0.30 um/px):")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_pipeline.aggregate.summary import class_thresholds
-from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT, write_record
+from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT, portable_path, write_record
 from wsi_pipeline.benchmarking import PROJECT as ROOT
 from wsi_pipeline.benchmarking import RESULTS
 from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS as FIELDS
@@ -88,18 +88,6 @@ def score_model(model: Path, out: Path, fields: list[Path], demo: bool) -> dict:
         record["demo"] = {"found": d.recall.found, "planted": d.recall.planted, "category": d.category, "truth": d.truth}
     record["seconds"] = round(time.perf_counter() - started, 1)
     return record
-
-
-def portable_path(model: Path) -> str:
-    """The model's path relative to the project (the bundled one by its place in the package), for records
-    that other machines read."""
-    path = Path(model).resolve()
-    if path.name == starter_model_path().name:
-        return str(starter_model_path().relative_to(ROOT))
-    try:
-        return str(path.relative_to(ROOT))
-    except ValueError:
-        return path.name
 
 
 def model_label(model: str) -> str:

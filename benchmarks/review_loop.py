@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi_pipeline.benchmarking import CRIC_SPLIT, PROJECT, write_record
+from wsi_pipeline.benchmarking import CRIC_SPLIT, PROJECT, portable_path, write_record
 from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, run_field
 from wsi_pipeline.cli.main import main as wsi
 from wsi_pipeline.datasets.annotations import load_annotations
@@ -146,27 +146,28 @@ def main(argv: list[str] | None = None) -> int:
     fields = training_fields(args.fields)
     steps = [min(n, len(fields)) for n in steps]
     runs = reviewed_runs(fields[: max(steps)], args.out / "runs", args.base)
-    curve = []
+    curve, models = [], []
     for n in steps:
         step_dir = args.out / f"fields{n}"
         data = build_set(runs[:n], step_dir)
         model = finetune(data, step_dir, args.base, args.iterations)
+        models.append(model)
         patches = json.loads((data / "annotations.json").read_text())
         boxes: dict[str, int] = {}
         names = {c["id"]: c["name"] for c in patches["categories"]}
         for a in patches["annotations"]:
             boxes[names[a["category_id"]]] = boxes.get(names[a["category_id"]], 0) + 1
         curve.append({"fields": n, "review": review_counts(runs[:n]), "patches": len(patches["images"]),
-                      "boxes": boxes, "model": str(model)})
+                      "boxes": boxes, "model": portable_path(model)})
         log.info("%d reviewed fields: %d patches, boxes %s", n, len(patches["images"]), boxes)
-    result: dict = {"base": str(args.base.resolve().relative_to(PROJECT)) if args.base.resolve().is_relative_to(PROJECT) else str(args.base),
+    result: dict = {"base": portable_path(args.base),
                     "order_seed": ORDER_SEED, "iterations": args.iterations, "steps": curve}
     if not args.no_score:
         scores = args.out / "real_cells.json"
         cmd = [sys.executable, str(PROJECT / "benchmarks" / "real_cells.py"), "--baseline", str(args.base),
                "--out", str(args.out / "scores"), "--json", str(scores)]
-        for step in curve:
-            cmd += ["--model", step["model"]]
+        for model in models:
+            cmd += ["--model", str(model)]
         subprocess.run(cmd, check=True)
         records = json.loads(scores.read_text())
         result["baseline"] = records[0]

@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from wsi_pipeline.aggregate.summary import class_thresholds, summarize
-from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT, write_record
+from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT, RESULTS, portable_path, write_record
 from wsi_pipeline.benchmarking.cells import (CLASSES, CROP_PX, LOSS_SPECS, PRIOR, SCHEDULE, Lite0, Standardise, batch_plan,
                                              dihedral, extract, fit, load_crop_cells, new_head, resized)
 from wsi_pipeline.benchmarking.images import read_rgb
@@ -76,7 +76,6 @@ from wsi_pipeline.taxonomy import load_taxonomy
 
 log = logging.getLogger("second_look_cells")
 
-ROOT = Path(__file__).resolve().parent.parent
 LOSS = "eqlv2"  # the benchmark's verdict (benchmarks/results/longtail_cells.json)
 SEED = 0
 VIEWS = 4  # the benchmark's cached training views
@@ -87,7 +86,7 @@ TCT_CROPS_MPP = 0.27  # configs/starter_data.yaml crops_mpp
 TCT_TEST_FRACTION = 0.2  # configs/starter_data.yaml test_fraction: the demo slide pastes only that side
 TCT_CROP_CLASSES = {"1": "ASC-US", "2": "ASC-H", "3": "LSIL", "4": "HSIL", "5": "SCC"}
 CLASSIFIERS = ("cric", "cric+tct")
-CACHE = ROOT / "benchmarks" / "results" / "cache" / "longtail_cells" / "all"
+CACHE = RESULTS / "cache" / "longtail_cells" / "all"
 RULE = ("Adopted for a detector only if: abnormal found as abnormal +0.05 or more; NILM flagged <= 0.10; high grade as "
         "high grade not lower; squamous counted >= half annotated; tct_marked top-1 in circle not lower and outside "
         "mean <= 6.8; demo planted high-grade found not lower. Fixed before the first look.")
@@ -290,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print("| set-up | abnormal found | NILM flagged | high grade as high grade | squamous counted / annotated "
               "| tct top-1 in circle | outside, mean | demo high grade |\n|---|---|---|---|---|---|---|---|")
         print(row("detector", alone))
-        record = {"runs": str(runs.resolve().relative_to(ROOT)) if runs.resolve().is_relative_to(ROOT) else str(runs),
+        record = {"runs": portable_path(runs),
                   "detector": alone, "second_look": {}}
         for name, classifier in classifiers.items():
             second = score(Setup(name, classifier), runs, fields, taxonomy, thresholds, cfg.report)

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..models.bundled import starter_model_path
 from ..taxonomy import CONFIG_DIR
 
 PROJECT = CONFIG_DIR.parent
@@ -26,6 +27,20 @@ RESULTS = PROJECT / "benchmarks" / "results"  # default output folder of the scr
 SHARED_DATA = PROJECT.parent / "shared" / "data"  # the real test data beside the checkout (absent: scripts say so)
 CYTOLOGY = SHARED_DATA / "cytology"
 CRIC_SPLIT = CONFIG_DIR / "splits" / "cric.csv"  # the committed train / validation split of the CRIC fields
+
+
+def portable_path(path: str | Path) -> str:
+    """``path`` as records that other machines read name it: relative to the project (the bundled model by its
+    place in the package, also when run from another checkout), else its file name alone.
+
+    Example:
+        >>> portable_path(PROJECT / "runs" / "a" / "model.pt")
+        'runs/a/model.pt'
+    """
+    resolved = Path(path).resolve()
+    if resolved.name == starter_model_path().name:
+        return str(starter_model_path().relative_to(PROJECT))
+    return str(resolved.relative_to(PROJECT)) if resolved.is_relative_to(PROJECT) else resolved.name
 
 
 def write_record(path: Path | None, record: Any, indent: int = 2) -> None:
