@@ -16,6 +16,7 @@ reviewer's work. One of another slide (the folder was reused) is moved aside to
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from collections.abc import Callable
@@ -204,8 +205,6 @@ def rebuild_review(run_dir: str | Path, taxonomy: Taxonomy, limit: int = DEFAULT
     (``detections.parquet``, ``cells.csv`` for the nucleus measures, the slide for the crops), keeping the
     decisions already saved there. For ``wsi review`` on folders written before the review page existed, or
     with another ``limit``."""
-    import csv  # noqa: PLC0415
-
     from ..aggregate import summarize  # noqa: PLC0415
     from ..config import ReportConfig  # noqa: PLC0415
     from ..errors import ArtifactError  # noqa: PLC0415
@@ -222,7 +221,7 @@ def rebuild_review(run_dir: str | Path, taxonomy: Taxonomy, limit: int = DEFAULT
     det = read_detections(detections)
     counted = summarize(det, taxonomy, cfg).counted_mask(det)
     cells = select_flagged(det, counted, taxonomy, limit)
-    _attach_csv_nuclei(run_dir / "cells.csv", cells, np.flatnonzero(counted), csv)
+    _attach_csv_nuclei(run_dir / "cells.csv", cells, np.flatnonzero(counted))
     meta = det.meta
     info = (meta.slide if meta and meta.slide else SlideInfo())
     access = open_report_slide(meta, slide_path)
@@ -245,13 +244,13 @@ def rebuild_review(run_dir: str | Path, taxonomy: Taxonomy, limit: int = DEFAULT
     return write_review_files(run_dir, cells, crops, taxonomy, info.name, info.fingerprint, model, access.note)
 
 
-def _attach_csv_nuclei(cells_csv: Path, cells: list[FlaggedCell], counted_rows: np.ndarray, csv_module: Any) -> None:
+def _attach_csv_nuclei(cells_csv: Path, cells: list[FlaggedCell], counted_rows: np.ndarray) -> None:
     """The report's nucleus measures of counted cells, from ``cells.csv`` (its rows are the counted cells in
     table order)."""
     if not cells_csv.is_file():
         return
     with open(cells_csv, newline="") as fh:
-        rows = list(csv_module.DictReader(fh))
+        rows = list(csv.DictReader(fh))
     if len(rows) != len(counted_rows):
         return  # written with other thresholds: do not guess
     by_row = {int(r): rows[i] for i, r in enumerate(counted_rows)}
