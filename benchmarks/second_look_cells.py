@@ -189,24 +189,22 @@ def rescored(det: Detections, slide_path: Path, mpp: float | None, classifier: C
 # ------------------------------------------------------------------ scoring
 
 
-@dataclass
-class Setup:
-    name: str
-    classifier: CellClassifier | None
-
-    def detections(self, run: Path, slide_path: Path, mpp: float | None, names: list[str]) -> Detections:
-        det = read_detections(run / "detections.parquet")
-        return det if self.classifier is None else rescored(det, slide_path, mpp, self.classifier, names)
+def run_detections(run: Path, slide_path: Path, mpp: float | None, names: list[str],
+                   classifier: CellClassifier | None) -> Detections:
+    """A run folder's detections, re-scored by ``classifier`` when one is given."""
+    det = read_detections(run / "detections.parquet")
+    return det if classifier is None else rescored(det, slide_path, mpp, classifier, names)
 
 
-def score(setup: Setup, runs: Path, fields: list[Path], taxonomy, thresholds, report_cfg) -> dict:
-    """The real-cells targets (as :mod:`real_cells` scores them) from the run folders under ``runs``."""
+def score(classifier: CellClassifier | None, runs: Path, fields: list[Path], taxonomy, thresholds, report_cfg) -> dict:
+    """The real-cells targets (as :mod:`real_cells` scores them) from the run folders under ``runs``, for the
+    detector alone (``classifier`` None) or with the second look."""
     aliases = load_synth_config(None, taxonomy).label_aliases
     mpp = read_mpp_table(FIELDS / "fields.csv")
     squamous = {c.name for c in taxonomy.classes if c.group == "squamous"}
     pooled, counted, annotated = NucleusHitResult(), 0, 0
     for image in fields:
-        det = setup.detections(runs / "cric_val" / image.stem, image, mpp[image.stem], taxonomy.names)
+        det = run_detections(runs / "cric_val" / image.stem, image, mpp[image.stem], taxonomy.names, classifier)
         cells = load_annotations(FIELDS / "cells.csv", taxonomy, aliases, image=image, strict=True)
         pooled = pooled.add(nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth_from_annotations(cells)))
         counted += summarize(det, taxonomy, report_cfg).adequacy.squamous_cells
@@ -216,7 +214,7 @@ def score(setup: Setup, runs: Path, fields: list[Path], taxonomy, thresholds, re
     marks = json.loads((DATA / "tct_marked" / "marks.json").read_text())["fields"]
     tct = []
     for name, circles in sorted(marks.items()):
-        det = setup.detections(runs / "tct" / Path(name).stem, DATA / "tct_marked" / name, TCT_MPP, taxonomy.names)
+        det = run_detections(runs / "tct" / Path(name).stem, DATA / "tct_marked" / name, TCT_MPP, taxonomy.names, classifier)
         tct.append(circle_ranking(det.boxes, det.class_scores, det.labels, det.scores, thresholds, taxonomy,
                                   [tuple(c) for c in circles]))
     record["tct_marked"] = {"top_in_circle": sum(bool(r.top_in_circle) for r in tct), "fields": len(tct),
@@ -226,7 +224,7 @@ def score(setup: Setup, runs: Path, fields: list[Path], taxonomy, thresholds, re
     demo = runs / "demo"
     if (demo / "demo_tct" / "detections.parquet").is_file():
         slide = demo / "slides" / "demo_tct.svs"
-        det = setup.detections(demo / "demo_tct", slide, None, taxonomy.names)
+        det = run_detections(demo / "demo_tct", slide, None, taxonomy.names, classifier)
         planted = [c for c in truth_from_annotations(load_annotations(demo / "slides" / "demo_tct.cells.geojson", taxonomy, {}))
                    if c.class_name in HIGH_GRADE_CLASSES]
         hits = nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, planted)
@@ -284,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     classifiers = {name: train_classifier(name) for name in args.classifier}
     records = []
     for runs in args.runs:
-        alone = score(Setup("detector", None), runs, fields, taxonomy, thresholds, cfg.report)
+        alone = score(None, runs, fields, taxonomy, thresholds, cfg.report)
         print(f"\n{runs}: {len(fields)} CRIC validation fields ({SPLIT.name}), tct_marked, demo")
         print("| set-up | abnormal found | NILM flagged | high grade as high grade | squamous counted / annotated "
               "| tct top-1 in circle | outside, mean | demo high grade |\n|---|---|---|---|---|---|---|---|")
@@ -292,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {"runs": portable_path(runs),
                   "detector": alone, "second_look": {}}
         for name, classifier in classifiers.items():
-            second = score(Setup(name, classifier), runs, fields, taxonomy, thresholds, cfg.report)
+            second = score(classifier, runs, fields, taxonomy, thresholds, cfg.report)
             adopted, failed = decide(alone, second)
             record["second_look"][name] = {**second, "adopted": adopted, "failed": failed}
             print(row(f"+ second look ({name})", second))
