@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -25,7 +26,8 @@ def test_loop_fields_are_training_fields_in_a_fixed_order(cytology_dir):
 @pytest.mark.slow
 def test_review_loop_runs_end_to_end_and_resumes(tmp_path, cytology_dir):
     out, result = tmp_path / "loop", tmp_path / "loop.json"
-    args = ["--steps", "1,2", "--fields", "2", "--iterations", "2", "--out", str(out), "--no-score", "--json", str(result)]
+    args = ["--steps", "1,2", "--fields", "2", "--iterations", "2", "--epochs", "0", "--out", str(out), "--no-score",
+            "--json", str(result)]
     assert loop.main(args) == 0
     record = json.loads(result.read_text())
     assert [s["fields"] for s in record["steps"]] == [1, 2]
@@ -39,6 +41,11 @@ def test_review_loop_runs_end_to_end_and_resumes(tmp_path, cytology_dir):
     assert {f["properties"]["review"] for f in reviewed["features"]} - {"pending", "confirmed", "corrected", "rejected"} == set()
     # the base model (v2, which never saw a CRIC field), not the bundled v3, is what a step fine-tunes
     assert load_checkpoint(out / "fields1" / "model" / "model.pt").meta["training"]["config"]["init_weights"] == str(loop.BASE)
+    # the loop: round 1's field is screened by the base model, round 2's new field by round 1's model
+    assert record["steps"][0]["reviewed_by"] == "benchmarks/results/models/starter_v2.pt"
+    screened_by = json.loads((out / "runs" / loop.training_fields(2)[1].stem / "report.json").read_text())["model"]["sha256"]
+    assert screened_by == hashlib.sha256((out / "fields1" / "model" / "model.pt").read_bytes()).hexdigest()
+    assert sum(record["steps"][1]["new_fields_review"].values()) < sum(record["steps"][1]["review"].values())
     # a rerun resumes: nothing is run, built or trained again
     model = out / "fields1" / "model" / "model.pt"
     stamp = model.stat().st_mtime_ns
