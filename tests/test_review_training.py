@@ -215,3 +215,22 @@ def test_simulated_reviewer_answers_from_annotated_nuclei_and_its_file_trains(tm
     coco = json.loads((tmp_path / "set" / "annotations.json").read_text())
     assert _whole_boxes(coco, "HSIL") and not _whole_boxes(coco, "NILM") and not _whole_boxes(coco, "LSIL")
     assert {im.get("rejected_as") for im in coco["images"]} >= {"reviewed as NILM", "not_annotated"}
+
+
+def test_review_cells_setting_sizes_the_page_and_a_bad_value_is_refused(tmp_path, reviewed, capsys):
+    # CELLS flags 4 cells at the default (3 counted abnormal + 1 suspicious below threshold)
+    out = tmp_path / "small"
+    out.mkdir()
+    shutil.copy(reviewed / "detections.parquet", out / "detections.parquet")
+    write_report(out / "detections.parquet", out, ReportConfig(review_cells=0), TAX)
+    flagged = json.loads((out / "review.geojson").read_text())["features"]
+    assert len(flagged) == 3  # counted abnormal cells are always flagged; the suspicious extra one is not
+    config = tmp_path / "review.yaml"
+    config.write_text("report:\n  review_cells: -1\n")
+    capsys.readouterr()
+    assert main(["review", str(out), "--rebuild", "--config", str(config), "--no-open"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "review_cells" in err[0]
+    config.write_text("report:\n  review_cells: 60\n")
+    assert main(["review", str(out), "--rebuild", "--config", str(config), "--no-open"]) == 0
+    assert len(json.loads((out / "review.geojson").read_text())["features"]) == 4

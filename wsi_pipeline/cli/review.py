@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="rewrite review.html (decisions already saved are kept)")
     p.add_argument("--limit", type=int, default=None,
                    help="flagged cells on a rebuilt page: every counted abnormal cell, then the most suspicious "
-                        "others up to this many in all (default 60)")
+                        "others up to this many in all (default: report.review_cells of --config, 60)")
     p.add_argument("--slide", metavar="PATH", default=None, help="the slide file, when it has moved since the run")
     p.add_argument("--config", metavar="FILE", default=None, help="YAML config (report: thresholds and crop size)")
     p.add_argument("--no-open", action="store_true", help="do not open a browser")
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import load_config  # noqa: PLC0415
     from ..errors import ArtifactError, ConfigError  # noqa: PLC0415
-    from ..export.review import DEFAULT_LIMIT, REVIEW_GEOJSON_NAME, REVIEW_HTML_NAME, rebuild_review  # noqa: PLC0415
+    from ..export.review import REVIEW_GEOJSON_NAME, REVIEW_HTML_NAME, rebuild_review  # noqa: PLC0415
     from ..locking import stage_lock  # noqa: PLC0415
     from ..store import review as decisions  # noqa: PLC0415
     from ..store.artifacts import DETECTIONS_NAME  # noqa: PLC0415
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"imported {args.import_file}: {n['confirmed']} confirmed, {n['corrected']} corrected, "
                   f"{n['rejected']} rejected, {n['pending']} pending -> {decisions_path}")
         if args.import_file is not None or args.rebuild or args.limit is not None or not page.is_file():
-            rebuild_review(run_dir, taxonomy, DEFAULT_LIMIT if args.limit is None else args.limit, args.slide,
+            rebuild_review(run_dir, taxonomy, cfg.report.review_cells if args.limit is None else args.limit, args.slide,
                            report_cfg=cfg.report, keep_page_without_pixels=page.is_file())
     if decisions_path.is_file():
         n = decisions.counts(json.loads(decisions_path.read_text()))

@@ -151,7 +151,7 @@ def write_report(
         captions = {c.row: nucleus_caption(nuclei.for_row(c.row, row_to_cell)) for c in top}
         crops = (read_cell_crops(access.slide, top, cfg.crop_size_um, cfg.crop_format, cfg.jpeg_quality,
                                  regions=nuclei.regions, captions=captions) if access.slide else [])
-        flagged = select_flagged(det, counted, taxonomy)  # the review page's cells (docs/review.md)
+        flagged = select_flagged(det, counted, taxonomy, cfg.review_cells)  # the review page's cells (docs/review.md)
         flagged_pictures = flagged_crops(access.slide, flagged, cfg.crop_size_um, cfg.crop_format, cfg.jpeg_quality,
                                          regions=nuclei.regions)
         nuclei.regions.clear()

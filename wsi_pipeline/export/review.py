@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import RESEARCH_NOTICE
 from ..aggregate import TopCell
+from ..config import ReportConfig
 from ..fsutil import atomic_write
 from ..io.slide import Slide
 from ..store import review as decisions
@@ -39,7 +40,7 @@ from .nuclei import nucleus_caption
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LIMIT = 60  # flagged cells per slide (all counted abnormal cells are flagged even above it)
+DEFAULT_LIMIT = ReportConfig.review_cells  # flagged cells per slide (all counted abnormal cells are flagged even above it)
 MAX_FLAGGED = 1000  # but never more than this many (the page embeds every crop); the best-scored are kept
 MIN_SUSPECT_SCORE = 0.1  # an uncounted detection is flagged only with an abnormal-class score at least this
 
