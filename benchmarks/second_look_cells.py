@@ -45,7 +45,6 @@ trained on.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -56,22 +55,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from wsi_pipeline.aggregate.summary import class_thresholds, summarize
+from wsi_pipeline.aggregate.summary import class_thresholds
 from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT, RESULTS, portable_path, write_record
 from wsi_pipeline.benchmarking.cells import (CLASSES, CROP_PX, LOSS_SPECS, PRIOR, SCHEDULE, Lite0, Standardise, batch_plan,
                                              dihedral, extract, fit, load_crop_cells, new_head, resized)
 from wsi_pipeline.benchmarking.images import read_rgb
-from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS as FIELDS
-from wsi_pipeline.benchmarking.real_fields import DATA, TCT_MPP, validation_fields
+from wsi_pipeline.benchmarking.real_fields import DATA, validation_fields
+from wsi_pipeline.benchmarking.second_look import RULE, TABLE_HEAD, Rescore, decide, row, score
 from wsi_pipeline.config import load_config
-from wsi_pipeline.datasets.annotations import load_annotations
 from wsi_pipeline.datasets.composite import split_files
-from wsi_pipeline.datasets.slides import read_mpp_table
 from wsi_pipeline.io import open_slide
-from wsi_pipeline.aggregate.cell_hits import HIGH_GRADE_CLASSES, NucleusHitResult, circle_ranking, nucleus_hits, truth_from_annotations
 from wsi_pipeline.models.losses import build_loss
-from wsi_pipeline.store.detections import Detections, read_detections
-from wsi_pipeline.synth.config import load_synth_config
+from wsi_pipeline.store.detections import Detections
 from wsi_pipeline.taxonomy import load_taxonomy
 
 log = logging.getLogger("second_look_cells")
@@ -87,9 +82,6 @@ TCT_TEST_FRACTION = 0.2  # configs/starter_data.yaml test_fraction: the demo sli
 TCT_CROP_CLASSES = {"1": "ASC-US", "2": "ASC-H", "3": "LSIL", "4": "HSIL", "5": "SCC"}
 CLASSIFIERS = ("cric", "cric+tct")
 CACHE = RESULTS / "cache" / "longtail_cells" / "all"
-RULE = ("Adopted for a detector only if: abnormal found as abnormal +0.05 or more; NILM flagged <= 0.10; high grade as "
-        "high grade not lower; squamous counted >= half annotated; tct_marked top-1 in circle not lower and outside "
-        "mean <= 6.8; demo planted high-grade found not lower. Fixed before the first look.")
 
 
 # ------------------------------------------------------------------ the classifier
@@ -186,81 +178,9 @@ def rescored(det: Detections, slide_path: Path, mpp: float | None, classifier: C
     return Detections(det.boxes, best.astype(np.float32), labels, det.patch_index, scores, [names[i] for i in labels])
 
 
-# ------------------------------------------------------------------ scoring
-
-
-def run_detections(run: Path, slide_path: Path, mpp: float | None, names: list[str],
-                   classifier: CellClassifier | None) -> Detections:
-    """A run folder's detections, re-scored by ``classifier`` when one is given."""
-    det = read_detections(run / "detections.parquet")
-    return det if classifier is None else rescored(det, slide_path, mpp, classifier, names)
-
-
-def score(classifier: CellClassifier | None, runs: Path, fields: list[Path], taxonomy, thresholds, report_cfg) -> dict:
-    """The real-cells targets (as :mod:`real_cells` scores them) from the run folders under ``runs``, for the
-    detector alone (``classifier`` None) or with the second look."""
-    aliases = load_synth_config(None, taxonomy).label_aliases
-    mpp = read_mpp_table(FIELDS / "fields.csv")
-    squamous = {c.name for c in taxonomy.classes if c.group == "squamous"}
-    pooled, counted, annotated = NucleusHitResult(), 0, 0
-    for image in fields:
-        det = run_detections(runs / "cric_val" / image.stem, image, mpp[image.stem], taxonomy.names, classifier)
-        cells = load_annotations(FIELDS / "cells.csv", taxonomy, aliases, image=image, strict=True)
-        pooled = pooled.add(nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth_from_annotations(cells)))
-        counted += summarize(det, taxonomy, report_cfg).adequacy.squamous_cells
-        annotated += sum(c.class_name in squamous for c in cells)
-    record = {"cric_val": {"fields": len(fields), "hits": pooled.to_dict(), "table": pooled.table(),
-                           "squamous_counted": counted, "squamous_annotated": annotated}}
-    marks = json.loads((DATA / "tct_marked" / "marks.json").read_text())["fields"]
-    tct = []
-    for name, circles in sorted(marks.items()):
-        det = run_detections(runs / "tct" / Path(name).stem, DATA / "tct_marked" / name, TCT_MPP, taxonomy.names, classifier)
-        tct.append(circle_ranking(det.boxes, det.class_scores, det.labels, det.scores, thresholds, taxonomy,
-                                  [tuple(c) for c in circles]))
-    record["tct_marked"] = {"top_in_circle": sum(bool(r.top_in_circle) for r in tct), "fields": len(tct),
-                            "outside_mean": float(np.mean([r.counted_abnormal_outside for r in tct])),
-                            "outside": [r.counted_abnormal_outside for r in tct],
-                            "best_circle_rank": [r.best_circle_rank for r in tct]}
-    demo = runs / "demo"
-    if (demo / "demo_tct" / "detections.parquet").is_file():
-        slide = demo / "slides" / "demo_tct.svs"
-        det = run_detections(demo / "demo_tct", slide, None, taxonomy.names, classifier)
-        planted = [c for c in truth_from_annotations(load_annotations(demo / "slides" / "demo_tct.cells.geojson", taxonomy, {}))
-                   if c.class_name in HIGH_GRADE_CLASSES]
-        hits = nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, planted)
-        record["demo"] = {"found": hits.abnormal_found, "planted": len(planted)}
-    return record
-
-
-def decide(alone: dict, second: dict) -> tuple[bool, list[str]]:
-    """The rule of the module docstring: ``(adopted, the conditions that failed)``."""
-    a, s = alone["cric_val"], second["cric_val"]
-    ha, hs = a["hits"], s["hits"]
-    checks = {
-        "abnormal found +0.05": (hs["abnormal_found"] - ha["abnormal_found"]) >= 0.05 * ha["abnormal_total"] - 1e-9,
-        "NILM flagged <= 0.10": hs["nilm_flagged"] <= 0.10 * hs["nilm_total"],
-        "high grade not lower": hs["high_grade_found"] >= ha["high_grade_found"],
-        "squamous >= half": s["squamous_counted"] >= s["squamous_annotated"] / 2,
-        "tct top-1 not lower": second["tct_marked"]["top_in_circle"] >= alone["tct_marked"]["top_in_circle"],
-        "tct outside <= 6.8": second["tct_marked"]["outside_mean"] <= 6.8,
-        "demo not lower": ("demo" not in alone) or second["demo"]["found"] >= alone["demo"]["found"],
-    }
-    failed = [k for k, ok in checks.items() if not ok]
-    return not failed, failed
-
-
-def _ratio(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def row(name: str, r: dict) -> str:
-    h, c, t = r["cric_val"]["hits"], r["cric_val"], r["tct_marked"]
-    demo = f"{r['demo']['found']}/{r['demo']['planted']}" if "demo" in r else "-"
-    return (f"| {name} | {h['abnormal_found']}/{h['abnormal_total']} ({_ratio(h['abnormal_recall'])}) "
-            f"| {h['nilm_flagged']}/{h['nilm_total']} ({_ratio(h['nilm_flagged_fraction'], 3)}) "
-            f"| {h['high_grade_found']}/{h['high_grade_total']} ({_ratio(h['high_grade_recall'])}) "
-            f"| {c['squamous_counted']}/{c['squamous_annotated']} | {t['top_in_circle']}/{t['fields']} "
-            f"| {t['outside_mean']:.1f} | {demo} |")
+def second_look(classifier: CellClassifier, names: list[str]) -> Rescore:
+    """The re-scoring of :func:`rescored` as :func:`wsi_pipeline.benchmarking.second_look.score` calls it."""
+    return lambda det, run, slide_path, mpp: rescored(det, slide_path, mpp, classifier, names)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,13 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     for runs in args.runs:
         alone = score(None, runs, fields, taxonomy, thresholds, cfg.report)
         print(f"\n{runs}: {len(fields)} CRIC validation fields ({SPLIT.name}), tct_marked, demo")
-        print("| set-up | abnormal found | NILM flagged | high grade as high grade | squamous counted / annotated "
-              "| tct top-1 in circle | outside, mean | demo high grade |\n|---|---|---|---|---|---|---|---|")
+        print(TABLE_HEAD)
         print(row("detector", alone))
         record = {"runs": portable_path(runs),
                   "detector": alone, "second_look": {}}
         for name, classifier in classifiers.items():
-            second = score(classifier, runs, fields, taxonomy, thresholds, cfg.report)
+            second = score(second_look(classifier, taxonomy.names), runs, fields, taxonomy, thresholds, cfg.report)
             adopted, failed = decide(alone, second)
             record["second_look"][name] = {**second, "adopted": adopted, "failed": failed}
             print(row(f"+ second look ({name})", second))

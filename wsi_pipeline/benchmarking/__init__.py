@@ -10,6 +10,7 @@ with ``pip install -e .``, like ``configs/`` itself (:data:`wsi_pipeline.taxonom
 Modules:
     real_fields  the validation fields (CRIC, ``tct_marked``) run through the whole pipeline and scored
     images       real-field images: read as RGB, the TCT field resampled to 0.5 um/px, windows around points
+    second_look  a detector's run folders re-scored offline and judged against the detector alone
     stats        per-seed means, paired deltas with bootstrap intervals, rare classes, loss statistics
 """
 
