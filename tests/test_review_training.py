@@ -234,3 +234,30 @@ def test_review_cells_setting_sizes_the_page_and_a_bad_value_is_refused(tmp_path
     config.write_text("report:\n  review_cells: 60\n")
     assert main(["review", str(out), "--rebuild", "--config", str(config), "--no-open"]) == 0
     assert len(json.loads((out / "review.geojson").read_text())["features"]) == 4
+
+
+def test_review_file_is_what_qupaths_geojson_reader_takes(reviewed):
+    """QuPath (File > Import objects, `PathObjectTypeAdapters.read`, v0.4+) makes one object per feature from a
+    closed Polygon, `properties.objectType` (annotation), `classification` {name, [r, g, b]} and a `measurements`
+    map of numbers (a null there breaks its Map<String, Double>); other properties are ignored."""
+    import geojson
+    from shapely.geometry import shape
+
+    doc = json.loads((reviewed / "review.geojson").read_text())
+    assert geojson.loads(json.dumps(doc)).is_valid
+    for f in doc["features"]:
+        ring = f["geometry"]["coordinates"][0]
+        assert f["geometry"]["type"] == "Polygon" and ring[0] == ring[-1] and shape(f["geometry"]).area > 0
+        p = f["properties"]
+        assert p["objectType"] == "annotation"
+        c = p["classification"]
+        assert isinstance(c["name"], str) and c["name"] and len(c["color"]) == 3 and all(isinstance(v, int) for v in c["color"])
+        m = p["measurements"]
+        assert m["Model score"] == p["model_score"] and all(isinstance(v, float) for v in m.values())
+    # a cell with nucleus measures carries them under the cell export's QuPath names, numbers only
+    from wsi_pipeline.export.review import FlaggedCell, fresh_document
+
+    cell = FlaggedCell(1, (10, 10, 60, 60), "HSIL", 0.9, True, "HSIL", 0.9,
+                       nucleus={"found": True, "area_um2": 80.5, "ratio_to_nilm_median": None, "nc_ratio": 0.42})
+    m = fresh_document([cell], TAX, "s", "f" * 64)["features"][0]["properties"]["measurements"]
+    assert m == {"Model score": 0.9, "Nucleus: Area µm^2": 80.5, "Nucleus/Cell area ratio": 0.42}

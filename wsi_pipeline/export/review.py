@@ -35,6 +35,7 @@ from ..store import review as decisions
 from ..store.artifacts import REVIEW_GEOJSON_NAME, REVIEW_HTML_NAME
 from ..store.detections import Detections
 from ..taxonomy import Taxonomy
+from .cells import QUPATH_NC_RATIO, QUPATH_NUCLEUS_AREA, QUPATH_NUCLEUS_TO_NILM
 from .images import CellCrop, read_cell_crops
 from .nuclei import nucleus_caption
 
@@ -106,11 +107,30 @@ def select_flagged(det: Detections, counted: np.ndarray, taxonomy: Taxonomy, lim
     ]
 
 
+def qupath_measurements(cell: FlaggedCell) -> dict[str, float]:
+    """The model's score and the nucleus measures under the names of the cell export (QuPath's measurement table).
+
+    Example:
+        >>> c = FlaggedCell(3, (0, 0, 10, 10), "HSIL", 0.91234, True, "HSIL", 0.91234,
+        ...                 nucleus={"found": True, "area_um2": 61.234, "ratio_to_nilm_median": None, "nc_ratio": 0.31})
+        >>> qupath_measurements(c)
+        {'Model score': 0.9123, 'Nucleus: Area µm^2': 61.23, 'Nucleus/Cell area ratio': 0.31}
+    """
+    measurements = {"Model score": round(float(cell.model_score), 4)}
+    nucleus = cell.nucleus or {}
+    for key, name, digits in (("area_um2", QUPATH_NUCLEUS_AREA, 2), ("ratio_to_nilm_median", QUPATH_NUCLEUS_TO_NILM, 3),
+                              ("nc_ratio", QUPATH_NC_RATIO, 4)):
+        if nucleus.get(key) is not None:
+            measurements[name] = round(float(nucleus[key]), digits)
+    return measurements
+
+
 def fresh_document(cells: list[FlaggedCell], taxonomy: Taxonomy, slide_name: str, fingerprint: str,
                    model: dict[str, Any] | None = None) -> dict[str, Any]:
     """The decisions document with every flagged cell pending."""
     features = [decisions.cell_feature(c.cell_id, c.box, c.model_class, c.model_score, list(taxonomy[c.model_class].rgb),
-                                       c.counted, c.suspect_class, c.suspect_score, c.row, c.nucleus) for c in cells]
+                                       c.counted, c.suspect_class, c.suspect_score, c.row, c.nucleus, qupath_measurements(c))
+                for c in cells]
     extra = {"model": {k: model[k] for k in ("file", "sha256") if model and model.get(k)}} if model else None
     return decisions.new_document(slide_name, fingerprint, features, extra)
 
@@ -296,5 +316,6 @@ def review_in_report(top_cells: list[dict[str, Any]], doc: dict[str, Any] | None
     return decisions.summary_block(doc, REVIEW_GEOJSON_NAME)
 
 __all__ = ["DEFAULT_LIMIT", "REVIEW_GEOJSON_NAME", "REVIEW_HTML_NAME", "FlaggedCell", "flagged_crops", "fresh_document",
+           "qupath_measurements",
            "rebuild_review", "render_review_page", "review_document_for", "review_for_report", "review_in_report",
            "select_flagged", "write_review_files"]

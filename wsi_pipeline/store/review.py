@@ -14,7 +14,8 @@ format is documented in docs/review.md; in short, a QuPath-style FeatureCollecti
                                   "review": "pending|confirmed|corrected|rejected", "rejected_as": null,
                                   "model_class": "HSIL", "model_score": 0.95, "counted": true,
                                   "suspect_class": "HSIL", "suspect_score": 0.95, "row": 12,
-                                  "reviewer": null, "timestamp": null}}]}
+                                  "reviewer": null, "timestamp": null,
+                                  "measurements": {"Model score": 0.95, "Nucleus: Area µm^2": 61.2, ...}}}]}
 
 ``classification.name`` is the reviewer's class: the model's while pending or confirmed, the reviewer's
 when corrected, and ``Rejected`` when rejected (the reason in ``rejected_as``). A file of another slide
@@ -74,8 +75,9 @@ def feature_box(feature: dict[str, Any]) -> tuple[float, float, float, float]:
 
 def cell_feature(cell_id: str, box: Iterable[float], model_class: str, model_score: float, color: list[int],
                  counted: bool, suspect_class: str, suspect_score: float, row: int | None,
-                 nucleus: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A pending feature for one flagged cell (level-0 box)."""
+                 nucleus: dict[str, Any] | None = None, measurements: dict[str, float] | None = None) -> dict[str, Any]:
+    """A pending feature for one flagged cell (level-0 box); ``measurements`` (numbers only) is what QuPath shows in
+    its measurement table."""
     x0, y0, x1, y1 = (round(float(v), 1) for v in box)
     properties: dict[str, Any] = {
         "objectType": "annotation",
@@ -87,6 +89,8 @@ def cell_feature(cell_id: str, box: Iterable[float], model_class: str, model_sco
     }
     if nucleus is not None:
         properties["nucleus"] = nucleus
+    if measurements:
+        properties["measurements"] = measurements
     return {"type": "Feature", "id": cell_id,
             "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
             "properties": properties}
