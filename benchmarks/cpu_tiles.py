@@ -13,9 +13,12 @@ Three parts, all on real cells and the bundled starter model (or ``--model``):
    thresholds agree.
 3. The network alone on tiles of the real TCT field: tile size x backend, batch and threads (the settings
    ``inference/device.py`` picks), as effective mm²/s (each tile adds ``(tile - overlap)²`` of new area).
+4. (``--views``, alone) recall on the validation fields at 256 and 1024 px tiles, each with the overlap that has
+   a cell seen in ~4 tiles and in ~1.5: whether the tile size or the number of views sets the recall.
 
     python benchmarks/cpu_tiles.py                      # everything, 2-core CPU: a few minutes
     python benchmarks/cpu_tiles.py --skip-fields        # only 1 and 3
+    python benchmarks/cpu_tiles.py --views --json benchmarks/results/cpu_tiles_views.json   # only 4
 """
 
 from __future__ import annotations
@@ -76,24 +79,32 @@ def mosaic_speed(model: Path, out: Path) -> dict:
     return rows
 
 
+def pooled_hits(model: Path, out: Path, overrides: dict, fields: list[Path], thresholds, taxonomy
+                ) -> tuple[NucleusHitResult, list[np.ndarray], float]:
+    """Nucleus hits pooled over ``fields`` run with ``overrides``, the counted cells per field
+    (``x0, y0, x1, y1, label``) and the detection seconds."""
+    aliases = load_synth_config(None, taxonomy).label_aliases
+    mpp = read_mpp_table(CRIC_FIELDS / "fields.csv")
+    pooled, counted, seconds = NucleusHitResult(), [], 0.0
+    for image in fields:
+        folder, timings = run(image, out, model, overrides, mpp[image.stem])
+        seconds += timings["detection_s"]
+        det = read_detections(folder / "detections.parquet")
+        truth = truth_from_annotations(load_annotations(CRIC_FIELDS / "cells.csv", taxonomy, aliases, image=image, strict=True))
+        pooled = pooled.add(nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth))
+        keep = det.scores >= np.array([thresholds[int(c)] for c in det.labels]) if len(det) else np.zeros(0, bool)
+        counted.append(np.c_[det.boxes[keep], det.labels[keep]])
+    return pooled, counted, seconds
+
+
 def field_recall(model: Path, out: Path, n_fields: int) -> dict:
     taxonomy = load_taxonomy()
     thresholds, _ = class_thresholds(taxonomy, load_config().report)
-    aliases = load_synth_config(None, taxonomy).label_aliases
-    mpp = read_mpp_table(CRIC_FIELDS / "fields.csv")
     fields = validation_fields(n_fields)
     result: dict = {"fields": [f.name for f in fields]}
     counted: dict[str, list[np.ndarray]] = {}
     for name, overrides in SETTINGS.items():
-        pooled = NucleusHitResult()
-        counted[name] = []
-        for image in fields:
-            folder, _ = run(image, out / "fields" / name.split()[0], model, overrides, mpp[image.stem])
-            det = read_detections(folder / "detections.parquet")
-            truth = truth_from_annotations(load_annotations(CRIC_FIELDS / "cells.csv", taxonomy, aliases, image=image, strict=True))
-            pooled = pooled.add(nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth))
-            keep = det.scores >= np.array([thresholds[int(c)] for c in det.labels]) if len(det) else np.zeros(0, bool)
-            counted[name].append(np.c_[det.boxes[keep], det.labels[keep]])
+        pooled, counted[name], _ = pooled_hits(model, out / "fields" / name.split()[0], overrides, fields, thresholds, taxonomy)
         d = pooled.to_dict()
         result[name] = {"abnormal_found": f"{pooled.abnormal_found}/{pooled.abnormal_total}",
                         "abnormal_recall": round(pooled.abnormal_found / max(1, pooled.abnormal_total), 3),
@@ -110,6 +121,34 @@ def field_recall(model: Path, out: Path, n_fields: int) -> dict:
             same += int((iou.max(axis=1) >= 0.5).sum())
     result["counted_cells"] = {"old": total_old, "new": total_new, "old_with_a_match_in_new": same}
     return result
+
+
+# part 4: tile size against how many tiles see each cell (tiles step by tile - overlap)
+VIEW_SETTINGS = {
+    "256/128": (256, 128),   # the default: step 128, a cell in ~4 tiles
+    "256/64": (256, 64),     # step 192: ~1.8 tiles (overlap below the largest cells: a diagnostic only)
+    "1024/128": (1024, 128),  # step 896: ~1.3 tiles
+    "1024/512": (1024, 512),  # step 512: ~4 tiles again
+}
+
+
+def views_check(model: Path, out: Path, n_fields: int) -> dict:
+    """Recall on the validation fields for each of :data:`VIEW_SETTINGS` (onnxruntime): is it the tile size or
+    the number of tiles a cell is seen in that sets it?"""
+    taxonomy = load_taxonomy()
+    thresholds, _ = class_thresholds(taxonomy, load_config().report)
+    fields = validation_fields(n_fields)
+    rows = {}
+    for name, (tile, overlap) in VIEW_SETTINGS.items():
+        overrides = {"tiling": {"patch_size": tile, "overlap": overlap}, "inference": {"backend": "onnxruntime"}}
+        pooled, counted, seconds = pooled_hits(model, out / "views" / name.replace("/", "_"), overrides, fields,
+                                               thresholds, taxonomy)
+        rows[name] = {"views_per_cell": round((tile / (tile - overlap)) ** 2, 1),
+                      "abnormal_found": f"{pooled.abnormal_found}/{pooled.abnormal_total}",
+                      "nilm_flagged": f"{pooled.nilm_flagged}/{pooled.nilm_total}",
+                      "high_grade": f"{pooled.high_grade_found}/{pooled.high_grade_total}",
+                      "counted_cells": int(sum(len(c) for c in counted)), "detection_s": round(seconds, 1)}
+    return {"fields": len(fields), "settings": rows}
 
 
 def network_alone(model: Path, overlap: int = 128) -> list[dict]:
@@ -148,6 +187,8 @@ def main() -> int:
     ap.add_argument("--val-fields", type=int, default=20, help="how many CRIC validation fields (sorted) score recall")
     ap.add_argument("--skip-network", action="store_true", help="no network-alone table")
     ap.add_argument("--tile", type=int, default=None, help="tile px of the new settings (default: the config's)")
+    ap.add_argument("--views", action="store_true",
+                    help="part 4 only: recall at 256 and 1024 px tiles with the overlap that has each cell seen ~4 or ~1.5 times")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if args.tile:
@@ -156,6 +197,14 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     model = args.model or starter_model_path()
     record: dict = {"cpu_cores": os.cpu_count(), "model": portable_path(model)}
+    if args.views:
+        print(f"4. the first {args.val_fields} CRIC validation fields: tile px / overlap px, report thresholds")
+        record["views"] = views_check(model, args.out, args.val_fields)
+        for name, r in record["views"]["settings"].items():
+            print(f"  {name:9s} ~{r['views_per_cell']:3.1f} tiles a cell: abnormal found {r['abnormal_found']}, NILM flagged "
+                  f"{r['nilm_flagged']}, high grade {r['high_grade']}, {r['counted_cells']} counted, detection {r['detection_s']} s")
+        write_record(args.json, record, indent=1)
+        return 0
     print(f"model {model.name}, {os.cpu_count()} CPU cores\n\n3. network + post-processing alone, real TCT field tiles:")
     record["network_alone"] = [] if args.skip_network else network_alone(model)
     print("\n1. wsi-run on the CRIC mosaic (8 real fields, 0.30 um/px):")
