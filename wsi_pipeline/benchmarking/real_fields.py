@@ -36,9 +36,11 @@ CRIC_MPP = 0.30  # neutrophils ~30 px (~10 um), intermediate squamous cells 150-
 TCT_MPP = 0.45  # MANIFEST: "about 0.4-0.5 um/px judging by nuclei"; nuclei ~1.6-1.9x smaller than lbc_field's
 
 
-def run_field(image: Path, out: Path, model: Path, mpp: float) -> Path:
-    """``wsi-run``'s per-slide path on one field image (threads scheduler, forced); its output folder."""
-    cfg = load_config(overrides={"tiling": {"scheduler": "threads"}})
+def run_field(image: Path, out: Path, model: Path, mpp: float, overrides: dict | None = None) -> Path:
+    """``wsi-run``'s per-slide path on one field image (threads scheduler, forced; config ``overrides`` on top of
+    the defaults); its output folder."""
+    overrides = overrides or {}
+    cfg = load_config(overrides={**overrides, "tiling": {**overrides.get("tiling", {}), "scheduler": "threads"}})
     outcome = run_slide(image, out, cfg, RunOptions(model=model, mpp=mpp, progress=False, force=True))
     if not outcome.ok:
         raise SystemExit(f"error: {image}: {outcome.reason}")
