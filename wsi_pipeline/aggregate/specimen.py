@@ -8,7 +8,10 @@ measured (thresholds and their false-warning rate: docs/report.md, "Specimen che
   stained area that lies in continuous sheets larger than ``TISSUE_SHEET_UM2`` (a tissue section),
   as opposed to separate cells and small groups (a smear or an LBC preparation);
 * **stain colour**: the share of stained pixels with the pink-purple hue of eosin/haematoxylin only,
-  against the blue-green and orange cytoplasm hues of the Papanicolaou stain;
+  against the blue-green and orange cytoplasm hues of the Papanicolaou stain. Solid sheets *and* H&E
+  colours withhold the category (``not_cytology``). H&E colours alone only warn (``check_stain``, the
+  category is kept): a Pap field of superficial squamous cells is as pink as eosin (12% of the 187 real
+  CRIC conventional-Pap fields), and a crowded smear field fuses into sheets at this resolution;
 * **cell density**: the stained share of the overview; a nearly empty slide has too little material;
 * **focus**: variance of the Laplacian of each stained patch (at the detector's resolution); the
   blurred-area fraction is the share of stained patches below ``FOCUS_MIN``.
@@ -34,9 +37,9 @@ ANALYSIS_MPP = 2.0  # um/px of the overview the morphology and colour are measur
 TISSUE_SHEET_UM2 = 60_000.0  # a stained connected area larger than this (about 30 squamous cells fused) is a sheet
 TISSUE_MAX_FRACTION = 0.5  # not cytology when more than this share of the stained area lies in sheets ...
 TISSUE_FILL_MIN = 0.6  # ... that are also solid (stained share of their filled outline at least this) ...
-SHEET_PAP_HUE_MAX = 0.3  # ... and not Pap-coloured (a crowded LBC field fuses into one sheet at 2 um/px)
-EOSIN_ONLY_MIN = 0.75  # not a Pap stain when at least this share of stained pixels has the H&E pink-purple hue ...
-PAP_HUE_MAX = 0.10  # ... and at most this share has the Pap blue-green or orange cytoplasm hue
+SHEET_PAP_HUE_MAX = 0.3  # ... and not Pap-coloured (a crowded LBC field fuses into one sheet at 2 um/px) ...
+EOSIN_ONLY_MIN = 0.75  # ... and H&E-coloured: at least this share of stained pixels has the pink-purple hue
+PAP_HUE_MAX = 0.10  # H&E colours alone (check_stain): pink-purple >= EOSIN_ONLY_MIN and Pap hues at most this share
 MIN_STAINED_FRACTION = 0.005  # less stained area than this share of the overview: too little material
 FOCUS_MIN = 30.0  # mean squared Laplacian (8-bit grey, patch at the detector's mpp) below this: blurred
 BLURRED_MAX_FRACTION = 0.5  # blurred patches "dominate" above this share of the stained patches
@@ -47,19 +50,22 @@ FOCUS_SAMPLE = 1024  # patches measured for focus (evenly spread over the store)
 class SpecimenCheck(ReportSection):
     """The ``specimen`` block of report.json."""
 
-    status: str = "ok"  # ok | not_cytology | too_little_material | out_of_focus | not_checked
+    status: str = "ok"  # ok | check_stain | not_cytology | too_little_material | out_of_focus | not_checked
     reason: str = ""
     measures: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=lambda: dict(THRESHOLDS))
 
     @property
     def assessable(self) -> bool:
-        """A Bethesda category may be given (``not_checked`` keeps it: the pixels were not available)."""
-        return self.status in ("ok", "not_checked")
+        """A Bethesda category may be given (``not_checked`` keeps it: the pixels were not available;
+        ``check_stain`` keeps it with a warning)."""
+        return self.status in ASSESSABLE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+ASSESSABLE = ("ok", "check_stain", "not_checked")
 
 THRESHOLDS = {
     "analysis_mpp": ANALYSIS_MPP, "tissue_sheet_um2": TISSUE_SHEET_UM2, "tissue_max_fraction": TISSUE_MAX_FRACTION,
@@ -145,18 +151,20 @@ def judge(overview: dict[str, float] | None, focus: list[float]) -> SpecimenChec
         check.reason = (f"only {100 * o['stained_fraction']:.2f}% of the slide carries stain "
                         f"(minimum {100 * MIN_STAINED_FRACTION:.1f}%)")
     elif (o["sheet_fraction"] > TISSUE_MAX_FRACTION and o["sheet_fill"] >= TISSUE_FILL_MIN
-          and o["pap_hue_fraction"] < SHEET_PAP_HUE_MAX):
+          and o["pap_hue_fraction"] < SHEET_PAP_HUE_MAX and o["eosin_only_fraction"] >= EOSIN_ONLY_MIN):
         check.status = "not_cytology"
-        check.reason = (f"looks like a tissue section, not a cytology preparation: {100 * o['sheet_fraction']:.0f}% of "
-                        f"the stained area lies in continuous sheets larger than {TISSUE_SHEET_UM2 / 1e6:.2f} mm2")
-    elif o["eosin_only_fraction"] >= EOSIN_ONLY_MIN and o["pap_hue_fraction"] <= PAP_HUE_MAX:
-        check.status = "not_cytology"
-        check.reason = (f"stain colours are those of H&E, not Papanicolaou: {100 * o['eosin_only_fraction']:.0f}% "
-                        f"pink-purple, {100 * o['pap_hue_fraction']:.0f}% blue-green or orange")
+        check.reason = (f"looks like an H&E tissue section, not a cytology preparation: {100 * o['sheet_fraction']:.0f}% "
+                        f"of the stained area lies in continuous sheets larger than {TISSUE_SHEET_UM2 / 1e6:.2f} mm2, "
+                        f"{100 * o['eosin_only_fraction']:.0f}% of it pink-purple")
     elif check.measures.get("blurred_fraction", 0.0) > BLURRED_MAX_FRACTION:
         check.status = "out_of_focus"
         check.reason = (f"{100 * check.measures['blurred_fraction']:.0f}% of the stained patches are out of focus "
                         f"(variance of the Laplacian below {FOCUS_MIN:g})")
+    elif o["eosin_only_fraction"] >= EOSIN_ONLY_MIN and o["pap_hue_fraction"] <= PAP_HUE_MAX:
+        check.status = "check_stain"
+        check.reason = (f"stain colours are mostly pink-purple ({100 * o['eosin_only_fraction']:.0f}%, "
+                        f"{100 * o['pap_hue_fraction']:.0f}% blue-green or orange), as in H&E or in a field of superficial "
+                        "squamous cells only: check that this is a Papanicolaou preparation")
     return check
 
 
