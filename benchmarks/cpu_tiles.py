@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from wsi_pipeline.aggregate.summary import class_thresholds
 from wsi_pipeline.benchmarking import RESULTS, portable_path, write_record
@@ -99,11 +100,11 @@ def pooled_hits(model: Path, out: Path, overrides: dict, fields: list[Path], thr
 
 def field_recall(model: Path, out: Path, n_fields: int) -> dict:
     taxonomy = load_taxonomy()
-    thresholds, _ = class_thresholds(taxonomy, load_config().report)
     fields = validation_fields(n_fields)
     result: dict = {"fields": [f.name for f in fields]}
     counted: dict[str, list[np.ndarray]] = {}
     for name, overrides in SETTINGS.items():
+        thresholds, _ = class_thresholds(taxonomy, load_config(overrides=overrides).report)  # a setting's own thresholds
         pooled, counted[name], _ = pooled_hits(model, out / "fields" / name.split()[0], overrides, fields, thresholds, taxonomy)
         d = pooled.to_dict()
         result[name] = {"abnormal_found": f"{pooled.abnormal_found}/{pooled.abnormal_total}",
@@ -187,6 +188,8 @@ def main() -> int:
     ap.add_argument("--val-fields", type=int, default=20, help="how many CRIC validation fields (sorted) score recall")
     ap.add_argument("--skip-network", action="store_true", help="no network-alone table")
     ap.add_argument("--tile", type=int, default=None, help="tile px of the new settings (default: the config's)")
+    ap.add_argument("--new-config", type=Path, default=None,
+                    help="a YAML config whose settings are the new ones (e.g. configs/fast_cpu.yaml)")
     ap.add_argument("--views", action="store_true",
                     help="part 4 only: recall at 256 and 1024 px tiles with the overlap that has each cell seen ~4 or ~1.5 times")
     ap.add_argument("--json", type=Path, default=None)
@@ -194,6 +197,9 @@ def main() -> int:
     if args.tile:
         SETTINGS.pop("new defaults")
         SETTINGS[f"new, {args.tile} px tiles"] = {"tiling": {"patch_size": args.tile}}
+    elif args.new_config:
+        SETTINGS.pop("new defaults")
+        SETTINGS[f"new, {args.new_config.name}"] = yaml.safe_load(args.new_config.read_text()) or {}
     logging.basicConfig(level=logging.WARNING)
     model = args.model or starter_model_path()
     record: dict = {"cpu_cores": os.cpu_count(), "model": portable_path(model)}
