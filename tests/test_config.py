@@ -48,3 +48,14 @@ def test_taxonomy_order_and_severity():
     sev = {n: tax[n].severity for n in tax.abnormal_names()}
     assert sev["SCC"] > sev["HSIL"] > sev["ASC-H"] > sev["LSIL"] > sev["ASC-US"]
     assert not tax["NILM"].abnormal and tax["HSIL"].rgb == (0xF4, 0x43, 0x36)
+
+
+def test_fast_cpu_profile_is_large_tiles_with_its_calibrated_threshold():
+    """configs/fast_cpu.yaml (docs/inference.md): 1024 px tiles, onnxruntime, report threshold 0.4 (calibrated on
+    training fields for the bundled model); everything else stays at the defaults."""
+    from wsi_pipeline.taxonomy import CONFIG_DIR
+
+    fast, default = load_config(CONFIG_DIR / "fast_cpu.yaml"), load_config()
+    assert (fast.tiling.patch_size, fast.inference.backend, fast.report.score_threshold) == (1024, "onnxruntime", 0.4)
+    assert fast.tiling.overlap == default.tiling.overlap and fast.tiling.target_mpp == default.tiling.target_mpp
+    assert fast.report.class_score_thresholds == default.report.class_score_thresholds
