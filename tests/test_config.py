@@ -59,6 +59,7 @@ def test_fast_cpu_profile_is_large_tiles_with_its_calibrated_threshold():
     assert (fast.tiling.patch_size, fast.inference.backend, fast.report.score_threshold) == (1024, "onnxruntime", 0.4)
     assert fast.tiling.overlap == default.tiling.overlap and fast.tiling.target_mpp == default.tiling.target_mpp
     assert fast.report.class_score_thresholds == default.report.class_score_thresholds
+    assert (fast.report.morphometry_workers, default.report.morphometry_workers) == (0, 1)
 
 
 def test_conventional_pap_profile_holds_the_thresholds_its_benchmark_chose():

@@ -94,6 +94,9 @@ class ReportConfig:
     heatmap_grid_um: float = 500.0  # side of the squares of the abnormal-cell density heat map
     morphometry: bool = True  # measure the nuclei of counted cells (area, ratio to NILM median, N/C)
     morphometry_nilm_sample: int = 500  # NILM cells measured for the slide's median (a fixed-seed sample above this)
+    # processes measuring nuclei: 1 none (in the report's process), 0 one per core (up to 4), N that many.
+    # More than 1 starts a "spawn" pool, so a Python script calling the report needs an `if __name__ == "__main__":` guard
+    morphometry_workers: int = 1
     review_cells: int = 60  # cells on the review page: every counted abnormal cell, then the most suspicious others up to this
 
 
@@ -316,6 +319,7 @@ def _check_report(r: ReportConfig, source: str) -> None:
         (64 <= r.thumbnail_max_px <= 8192, "report.thumbnail_max_px must be between 64 and 8192"),
         (r.heatmap_grid_um > 0, "report.heatmap_grid_um must be > 0"),
         (r.morphometry_nilm_sample >= 1, "report.morphometry_nilm_sample must be >= 1"),
+        (r.morphometry_workers >= 0, "report.morphometry_workers must be >= 0"),
         (r.review_cells >= 0, "report.review_cells must be >= 0"),
     ]
     for ok, message in checks:

@@ -37,7 +37,13 @@ Example (a drawn cell: dark 10 um disc in a pale 40 um cell on white, 0.25 um/px
 
 from __future__ import annotations
 
+import logging
 import math
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -253,6 +259,39 @@ def ratio_to_reference(areas: list[float | None] | np.ndarray, reference_areas: 
     return a / median, median
 
 
-__all__ = ["CROP_UM", "NOT_FOUND", "NucleusMeasure", "cell_area_mask", "measure_nucleus", "nucleus_and_territory_areas",
+log = logging.getLogger(__name__)
+MAX_WORKERS = 4  # processes of an automatic pool (report.morphometry_workers: 0)
+
+
+def _measure_job(job: tuple[np.ndarray, tuple[float, float], float]) -> NucleusMeasure:
+    crop, center, mpp = job
+    return measure_nucleus(crop, mpp, center)
+
+
+@contextmanager
+def nucleus_measurer(workers: int) -> Iterator[Callable[[list[tuple[np.ndarray, tuple[float, float]]], float], list[NucleusMeasure]]]:
+    """A function measuring a batch of ``(crop, centre)`` at one pixel size: :func:`measure_nucleus` on each, in
+    ``workers`` processes (0: one per CPU core, at most :data:`MAX_WORKERS`; 1: in this process).
+
+    The segmentation holds the GIL (threads measured 1.02x on 2 cores), so the pool is of processes, started
+    with ``spawn`` (safe from threaded callers such as Dask workers). The results are those of the loop.
+
+    Example:
+        >>> crop = np.full((64, 64, 3), 240, np.uint8)
+        >>> with nucleus_measurer(1) as measure:
+        ...     measure([(crop, (32.0, 32.0))], 0.5)
+        [NucleusMeasure(area_um2=None, cell_area_um2=None, nc_ratio=None)]
+    """
+    n = min(os.cpu_count() or 1, MAX_WORKERS) if workers == 0 else workers
+    if n <= 1:
+        yield lambda crops, mpp: [measure_nucleus(c, mpp, ctr) for c, ctr in crops]
+        return
+    log.info("measuring nuclei in %d processes", n)
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield lambda crops, mpp: list(pool.map(_measure_job, [(c, ctr, mpp) for c, ctr in crops], chunksize=8))
+
+
+__all__ = ["CROP_UM", "MAX_WORKERS", "NOT_FOUND", "NucleusMeasure", "cell_area_mask", "measure_nucleus",
+           "nucleus_and_territory_areas", "nucleus_measurer",
            "nucleus_signal",
            "ratio_to_reference", "segment_nuclei"]

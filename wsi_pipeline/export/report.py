@@ -145,7 +145,8 @@ def write_report(
                                    cfg.thumbnail_max_px, cfg.heatmap_grid_um)
         top = [c for name in sorted(summary.top_cells, key=lambda n: -taxonomy[n].severity) for c in summary.top_cells[name]]
         nuclei = measure_slide_cells(access.slide, cells, counted_rows, taxonomy, cfg.morphometry_nilm_sample,
-                                     keep_rows={c.row for c in top}, enabled=cfg.morphometry)
+                                     keep_rows={c.row for c in top}, enabled=cfg.morphometry,
+                                     workers=cfg.morphometry_workers)
         cells.nuclei = nuclei.columns
         row_to_cell = {int(r): i for i, r in enumerate(counted_rows)}
         captions = {c.row: nucleus_caption(nuclei.for_row(c.row, row_to_cell)) for c in top}
