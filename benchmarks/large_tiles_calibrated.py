@@ -31,16 +31,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from wsi_pipeline.aggregate.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations
 from wsi_pipeline.aggregate.summary import class_thresholds
-from wsi_pipeline.benchmarking import CRIC_SPLIT, RESULTS, portable_path, write_record
-from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, run_field, validation_fields
+from wsi_pipeline.benchmarking import RESULTS, portable_path, write_record
+from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, run_field, split_fields, validation_fields
 from wsi_pipeline.config import ReportConfig
 from wsi_pipeline.datasets.annotations import load_annotations
-from wsi_pipeline.datasets.slides import point_csv_pairs, read_mpp_table
-from wsi_pipeline.datasets.split import read_split
+from wsi_pipeline.datasets.slides import read_mpp_table
 from wsi_pipeline.models.bundled import starter_model_path
 from wsi_pipeline.store.detections import Detections, read_detections
 from wsi_pipeline.synth.config import load_synth_config
@@ -51,11 +49,6 @@ log = logging.getLogger("large_tiles_calibrated")
 SETTINGS = {"A 256/128": (256, 128), "B 1024/128": (1024, 128)}
 GRID = [round(0.30 + 0.02 * i, 2) for i in range(11)]  # 0.30 .. 0.50
 DEFAULT_THRESHOLD = 0.5
-
-
-def training_fields(n: int) -> list[Path]:
-    split = read_split(CRIC_SPLIT)
-    return sorted(image for image, _ in point_csv_pairs(CRIC_FIELDS / "cells.csv") if split.side(image) == "train")[:n]
 
 
 def field_runs(model: Path, out: Path, fields: list[Path], tile: int, overlap: int, taxonomy) -> list[tuple[Detections, list]]:
@@ -95,12 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("wsi_pipeline",):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("wsi_pipeline").setLevel(logging.ERROR)
     started = time.perf_counter()
     taxonomy = load_taxonomy()
     model = args.model or starter_model_path()
-    sides = {"train": training_fields(args.train_fields), "val": validation_fields(args.val_fields)}
+    sides = {"train": split_fields("train", args.train_fields), "val": validation_fields(args.val_fields)}
     runs = {(side, name): field_runs(model, args.out / side / name.split()[0], fields, *SETTINGS[name], taxonomy)
             for side, fields in sides.items() for name in SETTINGS}
     a_name, b_name = SETTINGS

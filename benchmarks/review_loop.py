@@ -41,13 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi_pipeline.benchmarking import CRIC_SPLIT, PROJECT, portable_path, write_record
-from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, run_field
+from wsi_pipeline.benchmarking import PROJECT, portable_path, write_record
+from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, run_field, split_fields
 from wsi_pipeline.cli.main import main as wsi
 from wsi_pipeline.datasets.annotations import load_annotations
 from wsi_pipeline.datasets.review import simulate_review_file
-from wsi_pipeline.datasets.slides import point_csv_pairs, read_mpp_table
-from wsi_pipeline.datasets.split import read_split
+from wsi_pipeline.datasets.slides import read_mpp_table
 from wsi_pipeline.store import review as decisions
 from wsi_pipeline.synth.config import load_synth_config
 from wsi_pipeline.taxonomy import load_taxonomy
@@ -65,8 +64,7 @@ BASE = PROJECT / "benchmarks" / "results" / "models" / "starter_v2.pt"
 
 def training_fields(limit: int | None = None) -> list[Path]:
     """The ``cric_fields`` images on the training side of the committed split, in the loop's fixed order."""
-    split = read_split(CRIC_SPLIT)
-    fields = sorted(image for image, _ in point_csv_pairs(CRIC_FIELDS / "cells.csv") if split.side(image) == "train")
+    fields = split_fields("train")
     order = np.random.default_rng(ORDER_SEED).permutation(len(fields))
     return [fields[i] for i in order][:limit]
 

@@ -52,12 +52,11 @@ from wsi_pipeline.aggregate.morphometry import CROP_UM, measure_nucleus
 from wsi_pipeline.aggregate.summary import class_thresholds
 from wsi_pipeline.benchmarking import CRIC_SPLIT, RESULTS, portable_path, write_record
 from wsi_pipeline.benchmarking.cells import CLASSES
-from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, validation_fields
+from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, split_fields, validation_fields
 from wsi_pipeline.benchmarking.second_look import RULE, TABLE_HEAD, Rescore, decide, row, score
 from wsi_pipeline.config import load_config
 from wsi_pipeline.datasets.annotations import load_annotations
-from wsi_pipeline.datasets.slides import point_csv_pairs, read_mpp_table
-from wsi_pipeline.datasets.split import read_split
+from wsi_pipeline.datasets.slides import read_mpp_table
 from wsi_pipeline.io import open_slide
 from wsi_pipeline.store.detections import Detections
 from wsi_pipeline.synth.config import load_synth_config
@@ -116,11 +115,10 @@ def training_nuclei(taxonomy) -> tuple[np.ndarray, np.ndarray]:
     if cache.is_file():
         saved = np.load(cache)
         return saved["features"], saved["labels"]
-    split = read_split(CRIC_SPLIT)
     aliases = load_synth_config(None, taxonomy).label_aliases
     mpp = read_mpp_table(CRIC_FIELDS / "fields.csv")
     per_field = []
-    images = [image for image, _ in point_csv_pairs(CRIC_FIELDS / "cells.csv") if split.side(image) == "train"]
+    images = split_fields("train")
     for i, image in enumerate(images, 1):
         cells = [c for c in load_annotations(CRIC_FIELDS / "cells.csv", taxonomy, aliases, image=image, strict=True)
                  if c.class_name in CLASSES]

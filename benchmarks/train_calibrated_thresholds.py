@@ -39,13 +39,12 @@ from pathlib import Path
 
 from wsi_pipeline.aggregate.cell_hits import calibrated_thresholds, truth_from_annotations
 from wsi_pipeline.aggregate.summary import class_thresholds
-from wsi_pipeline.benchmarking import CRIC_SPLIT, RESULTS, write_record
-from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, run_field, validation_fields
+from wsi_pipeline.benchmarking import RESULTS, write_record
+from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, run_field, split_fields, validation_fields
 from wsi_pipeline.benchmarking.second_look import TABLE_HEAD, row, score
 from wsi_pipeline.config import load_config
 from wsi_pipeline.datasets.annotations import load_annotations
-from wsi_pipeline.datasets.slides import point_csv_pairs, read_mpp_table
-from wsi_pipeline.datasets.split import read_split
+from wsi_pipeline.datasets.slides import read_mpp_table
 from wsi_pipeline.models.bundled import starter_model_path
 from wsi_pipeline.store.detections import read_detections
 from wsi_pipeline.synth.config import load_synth_config
@@ -85,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     default_thresholds, _ = class_thresholds(taxonomy, cfg.report)
     aliases = load_synth_config(None, taxonomy).label_aliases
     mpp = read_mpp_table(CRIC_FIELDS / "fields.csv")
-    split = read_split(CRIC_SPLIT)
-    train = sorted(image for image, _ in point_csv_pairs(CRIC_FIELDS / "cells.csv") if split.side(image) == "train")
+    train = split_fields("train")
     fields = []
     for i, image in enumerate(train, 1):
         folder = args.out / image.stem

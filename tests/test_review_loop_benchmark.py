@@ -9,6 +9,7 @@ import json
 import pytest
 
 from benchmark_helpers import load_benchmark
+from wsi_pipeline.benchmarking import CRIC_SPLIT
 from wsi_pipeline.datasets.split import read_split
 from wsi_pipeline.models.checkpoint import load_checkpoint
 
@@ -16,7 +17,7 @@ loop = load_benchmark("review_loop")
 
 
 def test_loop_fields_are_training_fields_in_a_fixed_order(cytology_dir):
-    split = read_split(loop.CRIC_SPLIT)
+    split = read_split(CRIC_SPLIT)
     fields = loop.training_fields()
     assert fields and all(split.side(f) == "train" for f in fields)
     assert fields[:5] == loop.training_fields(5)  # the order is fixed: N reviewed fields are a prefix

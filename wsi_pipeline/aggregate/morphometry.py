@@ -52,6 +52,8 @@ from scipy import ndimage as ndi
 from skimage import color, filters, measure, morphology, segmentation
 from skimage.feature import peak_local_max
 
+log = logging.getLogger(__name__)
+
 # Method parameters, in um (see the module docstring and /docs/report.md "Nuclear morphometry").
 SMOOTH_UM = 0.9
 TOPHAT_RADIUS_UM = 12.0
@@ -259,7 +261,6 @@ def ratio_to_reference(areas: list[float | None] | np.ndarray, reference_areas: 
     return a / median, median
 
 
-log = logging.getLogger(__name__)
 MAX_WORKERS = 4  # processes of an automatic pool (report.morphometry_workers: 0)
 
 

@@ -52,11 +52,16 @@ def cric_fields() -> list[Path]:
     return sorted((DATA / "cric").glob("*.webp"))
 
 
+def split_fields(side: str, limit: int | None = None) -> list[Path]:
+    """The annotated ``cric_fields`` images on ``side`` (``train`` or ``val``) of the committed split, sorted."""
+    split = read_split(CRIC_SPLIT)
+    fields = sorted(image for image, _ in point_csv_pairs(CRIC_FIELDS / "cells.csv") if split.side(image) == side)
+    return fields[:limit] if limit else fields
+
+
 def validation_fields(limit: int | None = None) -> list[Path]:
     """The ``cric_fields`` images on the validation side of the committed split, sorted."""
-    split = read_split(CRIC_SPLIT)
-    fields = [image for image, _ in point_csv_pairs(CRIC_FIELDS / "cells.csv") if split.side(image) == "val"]
-    return fields[:limit] if limit else fields
+    return split_fields("val", limit)
 
 
 def cric(model: Path, out: Path, taxonomy, thresholds, fields: list[Path] | None = None, mpp: float = CRIC_MPP) -> dict:
