@@ -15,6 +15,10 @@ Nothing here trains or tunes a threshold: the report thresholds of configs/defau
     python benchmarks/real_cells.py --model runs/starter_v3/model.pt --baseline starter --demo \\
         --json benchmarks/results/real_cells_v3.json
     python benchmarks/real_cells.py --fields 5          # a quick look: the first 5 validation fields
+    python benchmarks/real_cells.py --config configs/fast_cpu.yaml --demo   # a settings profile instead of the defaults
+
+With ``--config``, that YAML (tiling, inference, report thresholds) applies on top of configs/default.yaml
+everywhere: the fields, ``tct_marked``, the demo and the thresholds that score them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from wsi_pipeline.aggregate.summary import class_thresholds
 from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT, portable_path, write_record
@@ -44,7 +49,7 @@ from wsi_pipeline.synth.config import load_synth_config
 from wsi_pipeline.taxonomy import load_taxonomy
 
 
-def cric_validation(model: Path, out: Path, taxonomy, thresholds, fields: list[Path]) -> dict:
+def cric_validation(model: Path, out: Path, taxonomy, thresholds, fields: list[Path], overrides: dict | None = None) -> dict:
     """Nucleus hits and squamous counts of ``model`` on the CRIC validation ``fields``."""
     aliases = load_synth_config(None, taxonomy).label_aliases
     mpp = read_mpp_table(FIELDS / "fields.csv")
@@ -52,7 +57,7 @@ def cric_validation(model: Path, out: Path, taxonomy, thresholds, fields: list[P
     pooled, per_field = NucleusHitResult(), {}
     counted_squamous = annotated_squamous = 0
     for image in fields:
-        run = run_field(image, out, model, mpp[image.stem])
+        run = run_field(image, out, model, mpp[image.stem], overrides)
         det = read_detections(run / "detections.parquet")
         cells = load_annotations(FIELDS / "cells.csv", taxonomy, aliases, image=image, strict=True)
         hits = nucleus_hits(det.boxes, det.labels, det.scores, thresholds, taxonomy, truth_from_annotations(cells))
@@ -69,14 +74,14 @@ def cric_validation(model: Path, out: Path, taxonomy, thresholds, fields: list[P
             "squamous_counted": counted_squamous, "squamous_annotated": annotated_squamous}
 
 
-def score_model(model: Path, out: Path, fields: list[Path], demo: bool) -> dict:
-    cfg = load_config()
+def score_model(model: Path, out: Path, fields: list[Path], demo: bool, overrides: dict | None = None) -> dict:
+    cfg = load_config(overrides=overrides)
     taxonomy = load_taxonomy()
     thresholds, _ = class_thresholds(taxonomy, cfg.report)
     started = time.perf_counter()
     record: dict = {"model": portable_path(model)}
-    record["cric_val"] = cric_validation(model, out / "cric_val", taxonomy, thresholds, fields)
-    t = tct_marked(model, out, taxonomy, thresholds)
+    record["cric_val"] = cric_validation(model, out / "cric_val", taxonomy, thresholds, fields, overrides)
+    t = tct_marked(model, out, taxonomy, thresholds, overrides=overrides)
     outside = [v["counted_abnormal_outside"] for v in t.values()]
     record["tct_marked"] = {"top_in_circle": sum(bool(v["top_in_circle"]) for v in t.values()), "fields": len(t),
                             "outside_mean": float(np.mean(outside)), "outside": outside,
@@ -84,7 +89,7 @@ def score_model(model: Path, out: Path, fields: list[Path], demo: bool) -> dict:
     if demo:
         from wsi_pipeline.demo import demo_slide_run  # noqa: PLC0415
 
-        d = demo_slide_run(out / "demo", progress=False, model=model)
+        d = demo_slide_run(out / "demo", progress=False, model=model, config=cfg)
         record["demo"] = {"found": d.recall.found, "planted": d.recall.planted, "category": d.category, "truth": d.truth}
     record["seconds"] = round(time.perf_counter() - started, 1)
     return record
@@ -123,6 +128,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the records here")
     ap.add_argument("--fields", type=int, default=None, help="only the first N validation fields (a quick look)")
     ap.add_argument("--demo", action="store_true", help="also run the demo slide (a few minutes on CPU)")
+    ap.add_argument("--config", type=Path, default=None, help="settings YAML on top of configs/default.yaml")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if not FIELDS.is_dir():
@@ -130,12 +136,18 @@ def main() -> int:
         return 2
     models = ([starter_model_path() if args.baseline == "starter" else Path(args.baseline)] if args.baseline else [])
     models += args.model or ([] if models else [starter_model_path()])
+    overrides = None
+    if args.config:
+        load_config(args.config)  # a wrong settings file fails here, with its one-line error
+        overrides = yaml.safe_load(args.config.read_text()) or {}
     fields = validation_fields(args.fields)
-    print(f"{len(fields)} CRIC validation fields ({SPLIT.relative_to(ROOT)}), tct_marked, report thresholds of "
-          f"configs/default.yaml")
+    print(f"{len(fields)} CRIC validation fields ({SPLIT.relative_to(ROOT)}), tct_marked, settings of "
+          f"configs/default.yaml" + (f" + {args.config}" if args.config else ""))
     records = []
     for i, model in enumerate(models):
-        r = score_model(model, args.out / f"model{i}", fields, args.demo)
+        r = score_model(model, args.out / f"model{i}", fields, args.demo, overrides)
+        if args.config:
+            r["config"] = portable_path(args.config)
         records.append(r)
         print(f"\n{model} ({r['seconds']:.0f} s)\n{r['cric_val']['table']}")
         print(f"squamous cells counted {r['cric_val']['squamous_counted']} / annotated {r['cric_val']['squamous_annotated']}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import load_config
+from .config import PipelineConfig, load_config
 from .datasets.annotations import load_annotations
 from .errors import WsiError
 from .models.bundled import starter_model_path
@@ -77,9 +77,9 @@ class DemoOutcome:
 
 
 def demo_slide_run(out: Path, device: str = "auto", progress: bool = True, model: Path | None = None,
-                   crops: Path | None = None) -> DemoOutcome:
-    """Synthetic slide with held-out real crops -> a model (default: the starter) -> ``wsi-run``; the
-    slide call and the planted high-grade cells found."""
+                   crops: Path | None = None, config: PipelineConfig | None = None) -> DemoOutcome:
+    """Synthetic slide with held-out real crops -> a model (default: the starter) -> ``wsi-run`` (with ``config``,
+    default: the defaults); the slide call and the planted high-grade cells found."""
     from .synth import generate_slide
 
     out = Path(out)
@@ -94,7 +94,7 @@ def demo_slide_run(out: Path, device: str = "auto", progress: bool = True, model
     log.info("demo slide: %s (planted: %s)", slide.slide_path,
              ", ".join(f"{k} {v}" for k, v in slide.counts.items() if v))
     opts = RunOptions(model=model, device=device, progress=progress)
-    outcome = run_slide(slide.slide_path, out, load_config(), opts)
+    outcome = run_slide(slide.slide_path, out, config or load_config(), opts)
     if not outcome.ok:
         raise WsiError(slide.slide_path, f"demo run failed: {outcome.reason}")
     recall = high_grade_recall(slide.geojson_path, Path(outcome.out_dir) / "cells.geojson")

@@ -104,12 +104,13 @@ def cric_mosaic(model: Path, out: Path, fields: list[Path] | None = None) -> dic
     return {"category": report["category"]["name"], "truth": truth}
 
 
-def tct_marked(model: Path, out: Path, taxonomy, thresholds, mpp: float = TCT_MPP) -> dict:
-    """Per ``tct_marked`` field: is the top abnormal call in a reader's circle, counted calls outside, best rank."""
+def tct_marked(model: Path, out: Path, taxonomy, thresholds, mpp: float = TCT_MPP, overrides: dict | None = None) -> dict:
+    """Per ``tct_marked`` field: is the top abnormal call in a reader's circle, counted calls outside, best rank
+    (config ``overrides`` on top of the defaults, as :func:`run_field`)."""
     marks = json.loads((DATA / "tct_marked" / "marks.json").read_text())["fields"]
     fields = {}
     for name, circles in sorted(marks.items()):
-        det = read_detections(run_field(DATA / "tct_marked" / name, out / "tct", model, mpp) / "detections.parquet")
+        det = read_detections(run_field(DATA / "tct_marked" / name, out / "tct", model, mpp, overrides) / "detections.parquet")
         r = circle_ranking(det.boxes, det.class_scores, det.labels, det.scores, thresholds, taxonomy,
                            [tuple(c) for c in circles])
         fields[name] = {"top_in_circle": r.top_in_circle, "top_score": r.top_score,
