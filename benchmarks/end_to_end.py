@@ -32,9 +32,8 @@ from pathlib import Path
 import torch
 
 from wsi_pipeline.benchmarking import PROJECT as ROOT
-from wsi_pipeline.benchmarking.images import SLIDE_MPP, field_patches, resampled_field
+from wsi_pipeline.benchmarking.images import SLIDE_MPP, field_patches, mirrored_field_slide as make_slide
 from wsi_pipeline.inference.device import plan_device
-from wsi_pipeline.io.tiffwriter import mirrored_tiling, write_pyramidal_tiff
 from wsi_pipeline.models.bundled import starter_model_path
 from wsi_pipeline.models.checkpoint import load_checkpoint
 
@@ -77,18 +76,6 @@ def model_alone_rate(model: Path | None, device: str, precision: str, batch: int
     if plan.device.type == "cuda":
         torch.cuda.synchronize(plan.device)
     return len(images) / (time.perf_counter() - started)
-
-
-def make_slide(size: int, cache: Path) -> Path:
-    """The cached SIZE x SIZE slide at 0.5 um/px (built once; minutes for 60,000 px)."""
-    path = cache / f"tct_field_{size}.svs"
-    if path.exists():
-        return path
-    cache.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    write_pyramidal_tiff(path, size, size, mirrored_tiling(resampled_field()), mpp=SLIDE_MPP, tile_size=512, quality=85)
-    print(f"built {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s", flush=True)
-    return path
 
 
 def stage_times(report_json: Path, slide_px: int, wall_s: float) -> StageTimes:

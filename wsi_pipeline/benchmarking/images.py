@@ -3,12 +3,13 @@ its estimated pixel size to the pipeline's, patches cut from it, and windows cen
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..io.tiffwriter import mirrored_tiling
+from ..io.tiffwriter import mirrored_tiling, write_pyramidal_tiff
 from . import CYTOLOGY
 
 LBC_FIELD = CYTOLOGY / "lbc_field.jpg"  # one real TCT field, 4096 x 2816 (ComparisonDetector project)
@@ -28,6 +29,19 @@ def resampled_field(mpp: float = SLIDE_MPP) -> np.ndarray:
     """The real TCT field, RGB, resampled from its estimated pixel size to ``mpp``."""
     scale = LBC_FIELD_MPP / mpp
     return cv2.resize(read_rgb(LBC_FIELD), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def mirrored_field_slide(size: int, cache: Path) -> Path:
+    """A SIZE x SIZE px pyramidal slide at :data:`SLIDE_MPP` of mirrored copies of the resampled real TCT field,
+    cells filling all of it; built once into ``cache`` (minutes for 60,000 px) and reused."""
+    path = Path(cache) / f"tct_field_{size}.svs"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    write_pyramidal_tiff(path, size, size, mirrored_tiling(resampled_field()), mpp=SLIDE_MPP, tile_size=512, quality=85)
+    print(f"built {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s", flush=True)
+    return path
 
 
 def field_patches(n: int, size: int = 256, seed: int = 0):
