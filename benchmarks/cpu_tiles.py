@@ -222,8 +222,9 @@ def print_speed(rows: dict) -> None:
         print(f"  {name:44s} {row['tiles']:5d} tiles of {row['tile_px']} px, {row['backend']:11s} tiling {row['tiling_s']:6.1f} s, "
               f"detection {row['detection_s']:6.1f} s, report {row['report_s']:5.1f} s ({row['cells_measured']} nuclei): "
               f"{row['mm2_per_s']:.4f} mm2/s ({row['cell_area_mm2']} mm2), call {row['category']}")
-    old, new = rows.values()
-    print(f"  new / old: {new['mm2_per_s'] / old['mm2_per_s']:.2f}x mm2/s")
+    old, *others = rows.items()
+    for name, row in others:
+        print(f"  {name} / old: {row['mm2_per_s'] / old[1]['mm2_per_s']:.2f}x mm2/s")
 
 
 def main() -> int:
@@ -236,18 +237,24 @@ def main() -> int:
     ap.add_argument("--tile", type=int, default=None, help="tile px of the new settings (default: the config's)")
     ap.add_argument("--new-config", type=Path, default=None,
                     help="a YAML config whose settings are the new ones (e.g. configs/fast_cpu.yaml)")
+    ap.add_argument("--also-config", type=Path, action="append", default=[],
+                    help="a further YAML config measured in the same run (repeat; speed parts only)")
     ap.add_argument("--views", action="store_true",
                     help="part 4 only: recall at 256 and 1024 px tiles with the overlap that has each cell seen ~4 or ~1.5 times")
     ap.add_argument("--slide", type=int, default=0, metavar="PX",
                     help="also part 1 on a PX x PX slide of the mirrored real TCT field at 0.5 um/px (e.g. 4096: 4.2 mm2)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.also_config and not (args.skip_fields or args.views):
+        ap.error("--also-config measures speed only: add --skip-fields")
     if args.tile:
         SETTINGS.pop("new defaults")
         SETTINGS[f"new, {args.tile} px tiles"] = {"tiling": {"patch_size": args.tile}}
     elif args.new_config:
         SETTINGS.pop("new defaults")
         SETTINGS[f"new, {args.new_config.name}"] = yaml.safe_load(args.new_config.read_text()) or {}
+    for extra in args.also_config:
+        SETTINGS[f"also, {extra.name}"] = yaml.safe_load(extra.read_text()) or {}
     logging.basicConfig(level=logging.WARNING)
     model = args.model or starter_model_path()
     record: dict = {"cpu_cores": os.cpu_count(), "model": portable_path(model)}

@@ -42,6 +42,7 @@ from wsi_pipeline.benchmarking.real_fields import run_field, tct_marked, validat
 from wsi_pipeline.config import load_config
 from wsi_pipeline.datasets.annotations import load_annotations
 from wsi_pipeline.datasets.slides import read_mpp_table
+from wsi_pipeline.errors import WsiError
 from wsi_pipeline.models.bundled import starter_model_path
 from wsi_pipeline.aggregate.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations
 from wsi_pipeline.store.detections import read_detections
@@ -138,7 +139,11 @@ def main() -> int:
     models += args.model or ([] if models else [starter_model_path()])
     overrides = None
     if args.config:
-        load_config(args.config)  # a wrong settings file fails here, with its one-line error
+        try:
+            load_config(args.config)  # a wrong settings file fails here, before any run
+        except WsiError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         overrides = yaml.safe_load(args.config.read_text()) or {}
     fields = validation_fields(args.fields)
     print(f"{len(fields)} CRIC validation fields ({SPLIT.relative_to(ROOT)}), tct_marked, settings of "
