@@ -367,6 +367,7 @@ class AugmentConfig:
     rotate90: bool = True
     hsv_shift: float = 0.05  # stain/colour jitter: hue shift as a fraction of the hue circle
     scale: float = 0.0  # +- relative zoom (0.15: 0.85-1.15x), for scanners' um/px differences
+    shift: float = 0.0  # +- translation as a fraction of the patch (0.25: up to 64 px of 256), cells at every tile position
     brightness_contrast: float = 0.15
     blur_prob: float = 0.1
     jpeg_prob: float = 0.2
@@ -479,6 +480,7 @@ def _check_train(cfg: TrainConfig, source: str) -> None:
         (s.lr_schedule in ("cosine", "step", "constant"), "schedule.lr_schedule must be cosine, step or constant"),
         (0 <= cfg.augment.jpeg_quality_min <= 100, "augment.jpeg_quality_min must be 0-100"),
         (0 <= cfg.augment.scale < 1, "augment.scale must be in [0, 1)"),
+        (0 <= cfg.augment.shift <= 0.5, "augment.shift must be in [0, 0.5]"),
         (all(0 <= p <= 1 for p in (cfg.augment.blur_prob, cfg.augment.jpeg_prob, cfg.augment.stain_prob,
                                    cfg.augment.illuminant_prob, cfg.augment.grayscale_prob)),
          "augment.blur_prob, jpeg_prob, stain_prob, illuminant_prob and grayscale_prob must be in [0, 1]"),

@@ -103,7 +103,8 @@ def build_augmentation(cfg: AugmentConfig):
 
     Orientation is meaningless on a slide, so flips and 90-degree rotations are free; stain
     variation between labs is mimicked by hue/saturation and brightness/contrast jitter; focus
-    and scanner compression by blur and JPEG artefacts. ``stain_prob``, ``illuminant_prob`` and
+    and scanner compression by blur and JPEG artefacts. ``shift`` moves the patch content so a cell is
+    learnt at every position of a tile, not only where the dataset's patch grid put it. ``stain_prob``, ``illuminant_prob`` and
     ``grayscale_prob`` add the larger colour changes of another lab's stain, lamp and camera.
     """
     # albumentations otherwise asks PyPI for a newer version at import: no network at run time
@@ -118,6 +119,8 @@ def build_augmentation(cfg: AugmentConfig):
             ops.append(A.RandomRotate90(p=0.5))
         if cfg.scale > 0:
             ops.append(A.Affine(scale=(1 - cfg.scale, 1 + cfg.scale), keep_ratio=True, border_mode=0, fill=245, p=0.5))
+        if cfg.shift > 0:  # uncovered border filled with glass (a mirror would add cells without boxes)
+            ops.append(A.Affine(translate_percent=(-cfg.shift, cfg.shift), border_mode=0, fill=245, p=0.5))
         if cfg.hsv_shift > 0:
             hue = int(round(cfg.hsv_shift * 180))
             ops.append(A.HueSaturationValue(hue_shift_limit=hue, sat_shift_limit=2 * hue, val_shift_limit=hue, p=0.5))
