@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -73,6 +74,7 @@ def run(image: Path, out: Path, model: Path, overrides: dict, mpp: float = CRIC_
 def run_cli(image: Path, out: Path, model: Path, overrides: dict, mpp: float = CRIC_MPP) -> tuple[Path, dict]:
     """``wsi-run`` itself, in its own process (as a lab runs it: its report's worker processes start from the
     small ``wsi-run`` script, not from this one); its output folder and stage timings."""
+    shutil.rmtree(out / image.stem, ignore_errors=True)  # --force redoes the report but reuses a finished store and table
     out.mkdir(parents=True, exist_ok=True)
     config = out / "settings.yaml"
     config.write_text(yaml.safe_dump(overrides or {}))
