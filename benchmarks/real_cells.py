@@ -112,7 +112,7 @@ def summary_table(records: list[dict]) -> str:
     for r in records:
         h, c, t = r["cric_val"]["hits"], r["cric_val"], r["tct_marked"]
         demo = f"{r['demo']['found']}/{r['demo']['planted']}" if "demo" in r else "-"
-        lines.append(f"| {model_label(r['model'])} "
+        lines.append(f"| {r.get('label') or model_label(r['model'])} "
                      f"| {h['abnormal_found']}/{h['abnormal_total']} ({h['abnormal_recall']:.2f}) "
                      f"| {h['nilm_flagged']}/{h['nilm_total']} ({h['nilm_flagged_fraction']:.2f}) "
                      f"| {h['high_grade_found']}/{h['high_grade_total']} ({h['high_grade_recall']:.2f}) "
@@ -151,6 +151,7 @@ def main() -> int:
     records = []
     for i, model in enumerate(models):
         r = score_model(model, args.out / f"model{i}", fields, args.demo, overrides)
+        r["label"] = model_label(str(model))  # from the path given (a run outside the project keeps its folder name)
         if args.config:
             r["config"] = portable_path(args.config)
         records.append(r)

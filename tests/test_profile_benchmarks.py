@@ -56,3 +56,15 @@ def test_real_cells_passes_the_profile_to_fields_tct_and_demo(monkeypatch, tmp_p
     assert seen["fields"] == seen["tct"] == profile
     assert seen["thresholds"] and all(abs(v - 0.4) < 1e-9 for v in seen["thresholds"])
     assert record["tct_marked"]["top_in_circle"] == 1 and record["tct_marked"]["outside_mean"] == 2.0
+
+
+def test_real_cells_labels_a_run_by_its_folder_also_outside_the_project():
+    bench = load_benchmark("real_cells")
+    record = {"model": "model.pt", "label": bench.model_label("/elsewhere/runs/starter_v3d/model.pt"),
+              "cric_val": {"hits": {"abnormal_found": 1, "abnormal_total": 2, "abnormal_recall": 0.5, "nilm_flagged": 0,
+                                    "nilm_total": 3, "nilm_flagged_fraction": 0.0, "high_grade_found": 0,
+                                    "high_grade_total": 1, "high_grade_recall": 0.0},
+                           "squamous_counted": 3, "squamous_annotated": 4},
+              "tct_marked": {"top_in_circle": 1, "fields": 7, "outside_mean": 2.0}}
+    row = bench.summary_table([record]).splitlines()[-1]
+    assert row.startswith("| starter_v3d | 1/2 (0.50) |")
