@@ -43,7 +43,7 @@ from wsi_pipeline.benchmarking import RESULTS, portable_path, write_record
 from wsi_pipeline.benchmarking.images import SLIDE_MPP, field_patches, mirrored_field_slide
 from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS, CRIC_MPP, validation_fields, write_cric_mosaic
 from wsi_pipeline.datasets.slides import read_mpp_table
-from wsi_pipeline.config import load_config
+from wsi_pipeline.config import load_config, read_yaml
 from wsi_pipeline.datasets.annotations import load_annotations
 from wsi_pipeline.inference.runtime import onnx_network
 from wsi_pipeline.models.bundled import starter_model_path
@@ -55,7 +55,7 @@ from wsi_pipeline.synth.config import load_synth_config
 from wsi_pipeline.taxonomy import load_taxonomy
 
 SETTINGS = {
-    # the behaviour before issue 23, every key that changed since pinned (configs/tiles_256.yaml + torch)
+    # the behaviour before issue 23: every key a newer default or profile changes is pinned
     "old (256 px tiles = training patch, torch)": {"tiling": {"patch_size": 256, "overlap": 128},
                                                    "inference": {"backend": "torch"},
                                                    "report": {"score_threshold": 0.5, "morphometry_workers": 1}},
@@ -254,9 +254,9 @@ def main() -> int:
         SETTINGS[f"new, {args.tile} px tiles"] = {"tiling": {"patch_size": args.tile}}
     elif args.new_config:
         SETTINGS.pop("new defaults")
-        SETTINGS[f"new, {args.new_config.name}"] = yaml.safe_load(args.new_config.read_text()) or {}
+        SETTINGS[f"new, {args.new_config.name}"] = read_yaml(args.new_config)
     for extra in args.also_config:
-        SETTINGS[f"also, {extra.name}"] = yaml.safe_load(extra.read_text()) or {}
+        SETTINGS[f"also, {extra.name}"] = read_yaml(extra)
     logging.basicConfig(level=logging.WARNING)
     model = args.model or starter_model_path()
     record: dict = {"cpu_cores": os.cpu_count(), "model": portable_path(model)}
@@ -276,8 +276,8 @@ def main() -> int:
     if args.slide:
         mm = args.slide * SLIDE_MPP / 1000
         print(f"\n1b. wsi-run on a {args.slide} px slide of the mirrored real TCT field ({mm:.1f} x {mm:.1f} mm at 0.5 um/px):")
-        record["slide"] = {"slide_px": args.slide, **slide_speed(model, args.out, args.slide)}
-        print_speed({k: v for k, v in record["slide"].items() if k != "slide_px"})
+        record["slide_px"], record["slide"] = args.slide, slide_speed(model, args.out, args.slide)
+        print_speed(record["slide"])
     if not args.skip_fields:
         print(f"\n2. the first {args.val_fields} annotated CRIC validation fields, report thresholds:")
         record["fields"] = field_recall(model, args.out, args.val_fields)

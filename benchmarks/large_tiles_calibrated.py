@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from wsi_pipeline.aggregate.cell_hits import NucleusHitResult, nucleus_hits, truth_from_annotations
 from wsi_pipeline.aggregate.summary import class_thresholds
 from wsi_pipeline.benchmarking import RESULTS, portable_path, write_record

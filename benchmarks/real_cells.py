@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from wsi_pipeline.aggregate.summary import class_thresholds
 from wsi_pipeline.benchmarking import CRIC_SPLIT as SPLIT, portable_path, write_record
@@ -39,7 +38,7 @@ from wsi_pipeline.benchmarking import PROJECT as ROOT
 from wsi_pipeline.benchmarking import RESULTS
 from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS as FIELDS
 from wsi_pipeline.benchmarking.real_fields import run_field, tct_marked, validation_fields
-from wsi_pipeline.config import load_config
+from wsi_pipeline.config import load_config, read_yaml
 from wsi_pipeline.datasets.annotations import load_annotations
 from wsi_pipeline.datasets.slides import read_mpp_table
 from wsi_pipeline.errors import WsiError
@@ -141,10 +140,10 @@ def main() -> int:
     if args.config:
         try:
             load_config(args.config)  # a wrong settings file fails here, before any run
+            overrides = read_yaml(args.config)
         except WsiError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        overrides = yaml.safe_load(args.config.read_text()) or {}
     fields = validation_fields(args.fields)
     print(f"{len(fields)} CRIC validation fields ({SPLIT.relative_to(ROOT)}), tct_marked, settings of "
           f"configs/default.yaml" + (f" + {args.config}" if args.config else ""))
