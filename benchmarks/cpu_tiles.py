@@ -57,8 +57,10 @@ from wsi_pipeline.taxonomy import load_taxonomy
 SETTINGS = {
     # the behaviour before issue 23: every key a newer default or profile changes is pinned
     "old (256 px tiles = training patch, torch)": {"tiling": {"patch_size": 256, "overlap": 128},
-                                                   "inference": {"backend": "torch"},
+                                                   "inference": {"backend": "torch", "precision": "fp32"},
                                                    "report": {"score_threshold": 0.5, "morphometry_workers": 1}},
+    # the defaults before int8 (onnxruntime in fp32), so the int8 default's gain is measured in the same run
+    "fp32 defaults (256 px tiles, onnxruntime fp32)": {"inference": {"precision": "fp32"}},
     "new defaults": {},
 }
 
@@ -85,11 +87,21 @@ def run_cli(image: Path, out: Path, model: Path, overrides: dict, mpp: float = C
     return folder, json.loads((folder / "report.json").read_text())["timings"]
 
 
+def folder_name(setting: str) -> str:
+    """A setting's output folder: ``old``, ``new``, or ``also_<profile stem>`` (one per ``--also-config``).
+
+    >>> folder_name("also, fast_cpu.yaml"), folder_name("old (256 px tiles = training patch, torch)")
+    ('also_fast_cpu', 'old')
+    """
+    words = setting.split()
+    return f"also_{Path(words[1]).stem}" if words[0] == "also," else words[0].rstrip(",")
+
+
 def mosaic_speed(model: Path, out: Path) -> dict:
     mosaic = write_cric_mosaic(out)
     rows = {}
     for name, overrides in SETTINGS.items():
-        folder, timings = run_cli(mosaic, out / name.split()[0].rstrip(","), model, overrides)
+        folder, timings = run_cli(mosaic, out / folder_name(name), model, overrides)
         rows[name] = speed_row(folder, timings)
     return rows
 
@@ -102,7 +114,7 @@ def slide_speed(model: Path, out: Path, size: int) -> dict:
     slide = mirrored_field_slide(size, out / "slide")
     rows = {}
     for name, overrides in SETTINGS.items():
-        folder, timings = run_cli(slide, out / "slide_runs" / name.split()[0].rstrip(","), model, overrides, mpp=SLIDE_MPP)
+        folder, timings = run_cli(slide, out / "slide_runs" / folder_name(name), model, overrides, mpp=SLIDE_MPP)
         rows[name] = speed_row(folder, timings)
     return rows
 
@@ -144,12 +156,12 @@ def field_recall(model: Path, out: Path, n_fields: int) -> dict:
     counted: dict[str, list[np.ndarray]] = {}
     for name, overrides in SETTINGS.items():
         thresholds, _ = class_thresholds(taxonomy, load_config(overrides=overrides).report)  # a setting's own thresholds
-        pooled, counted[name], _ = pooled_hits(model, out / "fields" / name.split()[0], overrides, fields, thresholds, taxonomy)
+        pooled, counted[name], _ = pooled_hits(model, out / "fields" / folder_name(name), overrides, fields, thresholds, taxonomy)
         d = pooled.to_dict()
         result[name] = {"abnormal_found": f"{pooled.abnormal_found}/{pooled.abnormal_total}",
                         "abnormal_recall": round(pooled.abnormal_found / max(1, pooled.abnormal_total), 3),
                         "nilm_flagged": f"{pooled.nilm_flagged}/{pooled.nilm_total}", "detail": d}
-    old, new = (counted[name] for name in SETTINGS)
+    old, new = counted[next(iter(SETTINGS))], counted[next(n for n in SETTINGS if n.startswith("new"))]
     same = total_old = total_new = 0
     for a, b in zip(old, new):  # counted cells of one run with a same-class counted cell of the other (IoU >= 0.5)
         total_old, total_new = total_old + len(a), total_new + len(b)
@@ -226,7 +238,8 @@ def print_speed(rows: dict) -> None:
               f"{row['mm2_per_s']:.4f} mm2/s ({row['cell_area_mm2']} mm2), call {row['category']}")
     old, *others = rows.items()
     for name, row in others:
-        print(f"  {name} / old: {row['mm2_per_s'] / old[1]['mm2_per_s']:.2f}x mm2/s")
+        print(f"  {name} / old: {row['mm2_per_s'] / old[1]['mm2_per_s']:.2f}x mm2/s "
+              f"(detection alone {old[1]['detection_s'] / row['detection_s']:.2f}x)")
 
 
 def main() -> int:

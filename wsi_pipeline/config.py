@@ -61,7 +61,8 @@ class TilingConfig:
 class InferenceConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int = 0  # 0: chosen from device memory
-    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    # auto (bf16/fp16 on CUDA; on the CPU int8 when the model has an int8 export, else fp32) | fp32 | fp16 | bf16 | int8
+    precision: str = "auto"
     score_threshold: float = 0.05  # detections kept in the table
     nms_iou: float = 0.5  # class-aware merge of duplicates across tile overlaps
     cut_cell_ios: float = 0.6  # a box cut by a patch border is dropped when this share lies inside a better box
@@ -234,7 +235,7 @@ def check_report_classes(report: ReportConfig, names: list[str], source: str | N
 
 
 SCHEDULERS = ("threads", "processes", "synchronous", "distributed")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # int8: CPU, onnxruntime, an export from `wsi model quantize`
 BACKENDS = ("auto", "torch", "onnxruntime")
 _CLUSTER_ADDRESS = re.compile(r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -293,6 +294,8 @@ def _check_ranges(cfg: PipelineConfig, source: str) -> None:
         (cfg.inference.num_threads >= 0, f"inference.num_threads must be >= 0 (0: all cores), got {cfg.inference.num_threads}"),
         (cfg.inference.backend in BACKENDS,
          f"inference.backend must be {', '.join(BACKENDS)}, got {cfg.inference.backend!r}"),
+        (not (cfg.inference.precision == "int8" and cfg.inference.backend == "torch"),
+         "inference.precision int8 runs on onnxruntime: set inference.backend to auto or onnxruntime"),
         (0 <= cfg.inference.nms_iou <= 1, "inference.nms_iou must be in [0, 1]"),
         (0 < cfg.inference.cut_cell_ios <= 1, "inference.cut_cell_ios must be in (0, 1]"),
         (0 <= cfg.inference.score_threshold <= 1, "inference.score_threshold must be in [0, 1]"),

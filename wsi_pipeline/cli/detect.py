@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--config", help="pipeline YAML; only its `inference:` section is used")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: inference.device of the config)")
     p.add_argument("--batch-size", type=int, help="patches per forward pass; 0 = chosen from device memory")
-    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], help="default: inference.precision")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16", "int8"], help="default: inference.precision")
     p.add_argument("--score-threshold", type=float, help="lowest score kept in the table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for log files)")
     p.set_defaults(func=run)

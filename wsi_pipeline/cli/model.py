@@ -13,6 +13,7 @@ EPILOG = """examples:
   wsi model info runs/starter/model.pt
   wsi model info --json > starter_meta.json        # everything: training config, metrics, card
   wsi model export runs/starter/model.pt my_model.pt --card docs/card.json   # fp16, no training state
+  wsi model quantize runs/starter/model.pt data/train/images   # int8 for onnxruntime on CPUs, next to model.pt
 
 """ + RESEARCH_NOTICE
 
@@ -33,7 +34,37 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--fp32", action="store_true", help="keep float32 weights (twice the size)")
     e.add_argument("--card", type=Path, default=None, help="JSON file stored as the checkpoint's model card")
     e.set_defaults(func=run_export)
+    q = inner.add_parser("quantize", help="int8 export for onnxruntime on the CPU, calibrated on training patches",
+                         formatter_class=HelpFormatter, epilog=EPILOG,
+                         description="Write <stem>.<sha256>.int8.onnx next to the checkpoint (or --out). Detection "
+                                     "uses it on the CPU when inference.precision is auto or int8 (docs/inference.md).")
+    q.add_argument("checkpoint", type=Path, help="checkpoint written by `wsi train` or `wsi model export`")
+    q.add_argument("images", type=Path, nargs="+",
+                   help="folders of training patches at the model's resolution (`wsi data build` images/)")
+    q.add_argument("--count", type=int, default=96, help="calibration images drawn from the folders (default 96)")
+    q.add_argument("--seed", type=int, default=0, help="which images are drawn")
+    q.add_argument("--out", type=Path, default=None, help="write here instead of next to the checkpoint")
+    q.set_defaults(func=run_quantize)
     return p
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from ..errors import ArtifactError  # noqa: PLC0415
+    from ..inference.quantize import quantize_checkpoint  # noqa: PLC0415
+    from ..inference.runtime import runtime_available  # noqa: PLC0415
+
+    if not args.checkpoint.is_file():
+        raise ArtifactError(args.checkpoint, "model checkpoint not found")
+    if args.count < 1:
+        raise ArtifactError(None, f"--count must be >= 1, got {args.count}")
+    if not runtime_available():
+        raise ArtifactError(args.checkpoint, "int8 export needs onnxruntime and onnx (pip install onnxruntime onnx)")
+    result = quantize_checkpoint(args.checkpoint, list(args.images), args.out, args.count, args.seed)
+    print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB), calibrated on {result.images} images; "
+          f"{result.kept_fp32} convolutions kept in fp32")
+    print(f"int8 vs fp32 cell scores on those images: 95th percentile difference {result.score_diff_p95:.3f}, "
+          f"largest {result.score_diff_max:.3f} (positions scoring >= 0.1)")
+    return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -55,8 +86,25 @@ def run_info(args: argparse.Namespace) -> int:
         print(line)
     for line in _card_lines(meta.get("model_card") or {}):
         print(line)
+    print(_int8_line(path))
     print("metadata:   wsi model info --json" + (f" {path}" if args.checkpoint else ""))
     return 0
+
+
+def _int8_line(path: Path) -> str:
+    """Whether detection on the CPU can run this checkpoint in int8 (``inference/quantize.py``)."""
+    from ..inference.runtime import find_int8_export, read_int8_export, runtime_available  # noqa: PLC0415
+    from ..models.checkpoint import file_sha256  # noqa: PLC0415
+
+    if not runtime_available():
+        return "int8:       onnxruntime not installed"
+    sha = file_sha256(path)
+    found = find_int8_export(path, sha)
+    if found is None:
+        return f"int8:       no export (make one: wsi model quantize {path} <training patches>)"
+    props = read_int8_export(found, sha) or {}
+    return (f"int8:       {found.name} (calibrated on {props.get('calibration_images', '?')} images; scores within "
+            f"{props.get('score_diff_p95', '?')} of fp32 at the 95th percentile)")
 
 
 def _training_lines(training: dict) -> list[str]:

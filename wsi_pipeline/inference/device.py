@@ -34,7 +34,7 @@ GPU_BYTES_PER_512_PATCH = {"fp32": 600e6, "fp16": 320e6, "bf16": 320e6}
 @dataclass(frozen=True)
 class DevicePlan:
     device: torch.device
-    precision: str  # fp32 | fp16 | bf16
+    precision: str  # fp32 | fp16 | bf16 (int8 once the engine runs an int8 export)
     batch_size: int
     num_threads: int  # torch intra-op threads on the CPU (0 on GPU: left alone)
 
@@ -55,6 +55,10 @@ def auto_batch_size(device: torch.device, precision: str, patch_size: int) -> in
 def plan_device(device: str, precision: str, batch_size: int, patch_size: int, num_threads: int = 0) -> DevicePlan:
     """Resolve the inference settings; on the CPU this also sets torch's thread count."""
     dev = resolve_device(device, "inference.device")
+    if precision == "int8":  # the int8 network is an onnxruntime export; torch's own work stays fp32
+        if dev.type != "cpu":
+            raise ConfigError(None, "inference.precision int8 runs on the CPU (onnxruntime); on a GPU use auto, fp16 or bf16")
+        precision = "fp32"
     prec = resolve_precision(precision, dev, "inference.precision")
     if batch_size < 0:
         raise ConfigError(None, f"inference.batch_size must be >= 0, got {batch_size}")

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,13 +100,21 @@ def detect_store(
     taxonomy = [str(n) for n in meta.taxonomy]
     num_classes = len(taxonomy)
 
+    model_sha256 = _model_sha256(meta, model_path)
+    if isinstance(loaded.detector, torch.nn.Module):
+        loaded.detector.to(plan.device).eval()
+    backend, network = _runtime(cfg, plan, loaded.detector, model_path or _path_of(loaded.meta), model_sha256)
+    if network is not None and network.precision != plan.precision:
+        plan = dataclasses.replace(plan, precision=network.precision)
     identity = {
         "store_fingerprint": store.fingerprint,
-        "model_sha256": _model_sha256(meta, model_path),
+        "model_sha256": model_sha256,
         "score_threshold": cfg.score_threshold,
         "n_patches": store.n_patches,
         "software": __version__,
     }
+    if plan.precision == "int8":  # int8 boxes differ from fp32 ones: never resume or reuse one as the other
+        identity["precision"] = "int8"
     final_path = out_dir / DETECTIONS_NAME
     if _finished_before(final_path, identity, cfg):
         log.info("Detections for this store and model are already complete: %s", final_path)
@@ -124,9 +133,6 @@ def detect_store(
     if done.any():
         log.info("Resuming: %d of %d patches were already processed", int(done.sum()), store.n_patches)
     detector = loaded.detector
-    if isinstance(detector, torch.nn.Module):
-        detector.to(plan.device).eval()
-    backend, network = _runtime(cfg, plan, detector, model_path or _path_of(loaded.meta), identity["model_sha256"])
     log.info("Detecting cells in %d tiles of %d px on %s (%s, %s, batch %d)", todo, store.patch_size, plan.device,
              backend, plan.precision, plan.batch_size)
     loop_start = time.perf_counter()
@@ -171,7 +177,8 @@ def _runtime(cfg: InferenceConfig, plan: DevicePlan, detector: Any, checkpoint: 
     backend = resolve_backend(cfg.backend, plan.device.type)
     if backend != "onnxruntime":
         return backend, None
-    network = onnx_network(detector, checkpoint, sha256, plan.num_threads)
+    int8 = {"int8": "on", "auto": "auto"}.get(cfg.precision, "off")  # auto: int8 when the model has an export
+    network = onnx_network(detector, checkpoint, sha256, plan.num_threads, int8=int8)
     return ("onnxruntime", network) if network is not None else ("torch", None)
 
 
