@@ -89,7 +89,9 @@ def test_a_changed_checkpoint_never_uses_the_old_int8_export(quantized, tmp_path
     with caplog.at_level(logging.WARNING, logger="wsi_pipeline.inference.runtime"):
         network = runtime.onnx_network(detector, other, sha, 1, int8="on")
     assert network is not None and network.precision == "fp32"  # fp32 export, with one warning line
-    assert [r.message for r in caplog.records if "no int8 export" in r.message][0].count("wsi model quantize") == 1
+    assert [r.message for r in caplog.records if "no usable int8 export" in r.message][0].count("wsi model quantize") == 1
+    (tmp_path / f"model.{sha}.int8.onnx").write_bytes(b"damaged")  # a damaged file: fp32 as well
+    assert runtime.onnx_network(detector, other, sha, 1, int8="on").precision == "fp32"
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="wsi_pipeline.inference.runtime"):
         assert runtime.onnx_network(detector, other, sha, 1, int8="auto").precision == "fp32"

@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 from wsi_pipeline.errors import ArtifactError
 from wsi_pipeline.registry import UnknownNameError
 from wsi_pipeline.models.checkpoint import load_checkpoint, save_checkpoint
-from wsi_pipeline.models.detector import DetectorSpec, build_detector
+from wsi_pipeline.models.detector import FAMILIES, DetectorSpec, build_detector
 from wsi_pipeline.models.losses import EqualizedFocalLoss, SigmoidFocalLoss, build_loss
 from wsi_pipeline.models.retinanet import RetinaNetParams
 
@@ -164,3 +164,34 @@ def test_fcos_regression_starts_alive_from_scratch():
         features = list(det.model.backbone(images.tensors).values())
         out = det.model.head(features)
     assert (out["bbox_regression"] > 0).float().mean() > 0.99
+
+
+def test_predict_restores_training_mode_and_leaves_an_eval_model_alone(monkeypatch):
+    det = build_detector(tiny_spec("fcos"), build_loss("focal", C))
+    pixels = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
+    det.train()
+    det.predict(pixels)
+    assert det.training  # a model in training gets its mode back
+    det.eval()
+    switches = []
+    monkeypatch.setattr(det, "train", lambda mode=True: switches.append(mode))
+    det.predict(pixels)
+    assert switches == []  # no walk over every submodule on each batch of a slide
+
+
+def test_predict_scores_every_class_of_a_kept_anchor_as_the_full_ranking_would():
+    det = build_detector(tiny_spec("fcos"), build_loss("focal", C))
+    torch.manual_seed(2)
+    for p in det.model.head.parameters():
+        p.data.normal_(0, 0.05)
+    pixels = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    det.eval()
+    with torch.inference_mode():
+        head = det.head_outputs(det.normalise(det.as_float_images(pixels)))
+    full = FAMILIES["fcos"].ranking_scores(head)  # every anchor, every class
+    for i, out in enumerate(det.predict(pixels, score_threshold=0.2)):
+        assert len(out["scores"]) > 0
+        # each kept box's class scores are one anchor's row of the full ranking, and its score that row's max
+        rows = (full[i][:, None, :] - out["class_scores"][None]).abs().amax(-1).min(0).values
+        assert float(rows.max()) < 1e-6
+        torch.testing.assert_close(out["scores"], out["class_scores"].max(1).values)

@@ -103,9 +103,11 @@ def read_int8_export(path: Path, sha256: str) -> dict[str, str] | None:
     except Exception:  # a damaged file is never used
         return None
     props = {p.key: p.value for p in model.metadata_props}
-    if props.get("checkpoint_sha256") != sha256 or props.get("format") != INT8_FORMAT:
-        return None
-    return props
+    return props if _is_int8_export_of(props, sha256) else None
+
+
+def _is_int8_export_of(props: dict[str, str], sha256: str) -> bool:
+    return props.get("checkpoint_sha256") == sha256 and props.get("format") == INT8_FORMAT
 
 
 def find_int8_export(checkpoint: Path | None, sha256: str) -> Path | None:
@@ -218,6 +220,18 @@ def _export_somewhere(detector, checkpoint: Path, candidates: list[Path], sha256
     raise AssertionError("unreachable")
 
 
+def _open_int8(path: Path, sha256: str, keys: list[str], num_threads: int) -> OnnxNetwork | None:
+    """The int8 export at ``path`` as a network when it is one of this checkpoint; None when absent, damaged or
+    another's. Its metadata is read from the session itself (importing ``onnx`` to read it costs ~1 s)."""
+    if not path.is_file():
+        return None
+    try:
+        network = OnnxNetwork(path, keys, num_threads, precision="int8")
+    except Exception:  # noqa: BLE001 - a damaged file is never used
+        return None
+    return network if _is_int8_export_of(network.session.get_modelmeta().custom_metadata_map, sha256) else None
+
+
 def onnx_network(detector, checkpoint: Path | None, sha256: str, num_threads: int,
                  int8: str = "off") -> OnnxNetwork | None:
     """An onnxruntime network for ``detector`` (exported or taken from the cache), or None when it cannot be
@@ -230,16 +244,13 @@ def onnx_network(detector, checkpoint: Path | None, sha256: str, num_threads: in
         log.info("onnxruntime needs a checkpoint file; detecting with torch")
         return None
     if int8 != "off":
-        quantized = find_int8_export(checkpoint, sha256)
-        if quantized is not None:
-            try:
-                return OnnxNetwork(quantized, _head_keys(detector), num_threads, precision="int8")
-            except Exception as exc:  # noqa: BLE001 - a runtime that cannot load it: fp32 still works
-                log.warning("onnxruntime could not load the int8 export %s (%s); detecting in fp32", quantized.name,
-                            exc.__class__.__name__)
-        elif int8 == "on":
-            log.warning("inference.precision int8: %s has no int8 export (make one with `wsi model quantize %s "
-                        "<training patches>`); detecting in fp32", checkpoint.name, checkpoint)
+        keys = _head_keys(detector)
+        for path in int8_export_paths(checkpoint, sha256):
+            if (network := _open_int8(path, sha256, keys, num_threads)) is not None:
+                return network
+        if int8 == "on":
+            log.warning("inference.precision int8: %s has no usable int8 export (make one with `wsi model quantize "
+                        "%s <training patches>`); detecting in fp32", checkpoint.name, checkpoint)
     candidates = export_paths(checkpoint, sha256)
     try:
         found = [(p, k) for p in candidates if (k := _read_export(p, sha256)) is not None]

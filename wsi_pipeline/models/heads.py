@@ -50,7 +50,9 @@ class DetectorFamily:
     build: Callable[[HeadSpec, nn.Module, nn.Module, dict[str, Any]], nn.Module]
     # (model, head outputs of one image's kept anchors: regression, anchors) -> boxes xyxy
     decode: Callable[[nn.Module, Tensor, Tensor], Tensor]
-    # head outputs (batched) -> (B, A, C) scores that rank anchors; class probabilities by default
+    # head outputs -> scores that rank anchors, elementwise over (..., C) class logits; class probabilities by
+    # default. It must rise with each class logit and share its other terms across an anchor's classes
+    # (Detector.predict scores only the largest logit at every anchor)
     ranking_scores: Callable[[dict[str, Tensor]], Tensor] = lambda head: torch.sigmoid(head["cls_logits"].float())
 
 
