@@ -556,3 +556,33 @@ def test_fuzzed_slides_fail_cleanly(slides_dir, tmp_path, capsys):
     finally:
         signal.signal(signal.SIGALRM, previous)
     assert outcomes["ok"] + outcomes["error"] == FUZZ_CASES
+
+
+@pytest.mark.parametrize("sample", [1024, 7])
+def test_store_focus_reads_a_shard_once_and_measures_the_chosen_patches(tmp_path, monkeypatch, sample):
+    """Focus is measured on the same evenly spread patches as one read per patch would (all of them when the
+    store is small, a sample otherwise), read one slice per shard."""
+    import zarr
+
+    from inference_helpers import make_store
+    from wsi_pipeline.aggregate import specimen
+
+    rng = np.random.default_rng(3)
+    image = np.full((300, 400, 3), 235, np.uint8)
+    for _ in range(60):  # dark blobs: stained patches of different sharpness
+        y, x, r = int(rng.integers(10, 290)), int(rng.integers(10, 390)), int(rng.integers(4, 14))
+        image[max(0, y - r):y + r, max(0, x - r):x + r] = rng.integers(40, 160, 3)
+    store = make_store(tmp_path / "p.zarr", image, 0.5, 0.5, 64, 16, patches_per_chunk=4)
+    monkeypatch.setattr(specimen, "FOCUS_SAMPLE", sample)
+    n = store.n_patches
+    chosen = np.unique(np.linspace(0, n - 1, min(n, sample)).round().astype(int))
+    expected = [v for i in chosen if (v := specimen.patch_focus(np.asarray(store.patches[int(i)]))) is not None]
+    reads = []
+    original = zarr.Array.__getitem__
+    monkeypatch.setattr(zarr.Array, "__getitem__", lambda self, key: reads.append(key) or original(self, key))
+    got = specimen.store_focus(tmp_path / "p.zarr")
+    assert len(expected) >= 3 and got == pytest.approx(expected)
+    shards = len(np.unique(chosen // 4))
+    assert len([k for k in reads if isinstance(k, slice)]) == shards  # one read per shard holding chosen patches
+    if sample >= n:  # every patch chosen: 4 per shard, read together
+        assert len(chosen) == n and shards == -(-n // 4)

@@ -183,15 +183,20 @@ def store_focus(store_path: Any) -> list[float]:
     except Exception:  # noqa: BLE001 - the store may be deleted (--delete-store) or moved; focus is then not measured
         return []
     n = store.n_patches
-    chosen = np.unique(np.linspace(0, n - 1, min(n, FOCUS_SAMPLE)).round().astype(int)) if n else []
+    chosen = np.unique(np.linspace(0, n - 1, min(n, FOCUS_SAMPLE)).round().astype(int)) if n else np.zeros(0, int)
+    patches, per_shard = store.patches, max(1, int(store.patches_per_chunk))  # the array is opened once
     values = []
-    for i in chosen:
+    # one read per shard: the chosen patches of a shard as one slice (per-patch reads cost ~2 ms each in zarr)
+    for shard in np.unique(chosen // per_shard):
+        picked = chosen[chosen // per_shard == shard]
         try:
-            v = patch_focus(np.asarray(store.patches[int(i)]))
-        except Exception:  # noqa: BLE001 - an unreadable patch is counted by the tiler, not here
+            block = np.asarray(patches[int(picked[0]):int(picked[-1]) + 1])
+        except Exception:  # noqa: BLE001 - an unreadable shard is counted by the tiler, not here
             continue
-        if v is not None:
-            values.append(v)
+        for i in picked:
+            v = patch_focus(block[int(i - picked[0])])
+            if v is not None:
+                values.append(v)
     return values
 
 
