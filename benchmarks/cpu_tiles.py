@@ -139,6 +139,7 @@ def pooled_hits(model: Path, out: Path, overrides: dict, fields: list[Path], thr
     mpp = read_mpp_table(CRIC_FIELDS / "fields.csv")
     pooled, counted, seconds = NucleusHitResult(), [], 0.0
     for image in fields:
+        shutil.rmtree(out / image.stem, ignore_errors=True)  # a field tiled by an earlier run (or other settings)
         folder, timings = run(image, out, model, overrides, mpp[image.stem])
         seconds += timings["detection_s"]
         det = read_detections(folder / "detections.parquet")
