@@ -178,3 +178,34 @@ def test_wsi_model_quantize_cli_reports_a_missing_folder_in_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "missing" in lines[0] and "calibration folder not found" in lines[0]
     assert not list(tmp_path.glob("*.int8.onnx"))
+
+
+def test_two_cpu_streams_give_the_same_cells_as_one(quantized, tmp_path, monkeypatch):
+    from wsi_pipeline.inference import engine
+
+    checkpoint, _ = quantized
+    used = []
+    in_streams = engine._run_batches_in_streams
+    monkeypatch.setattr(engine, "_run_batches_in_streams", lambda *a: used.append(a[-1]) or in_streams(*a))
+    tiles = _real_tiles(6, 256)
+    slide = np.concatenate([np.concatenate(list(tiles[:3]), axis=1), np.concatenate(list(tiles[3:]), axis=1)], axis=0)
+    store = make_store(tmp_path / "p.zarr", slide, 0.5, 0.5, 256, 64, patches_per_chunk=2)
+    tables = {}
+    for streams in (1, 2):
+        cfg = InferenceConfig(device="cpu", num_threads=2, backend="onnxruntime", precision="int8", cpu_streams=streams,
+                              batch_size=1)
+        result = detect_store(store.path, checkpoint, tmp_path / f"s{streams}", cfg, progress=False)
+        assert result.patches_run == store.n_patches
+        tables[streams] = read_detections(result.detections_path)
+    assert used == [2]  # the second run went through two sessions, the first through one
+    one, two = tables[1], tables[2]
+    assert len(one) > 10 and len(one) == len(two)
+    assert np.array_equal(one.boxes, two.boxes) and np.array_equal(one.labels, two.labels)
+    assert np.allclose(one.class_scores, two.class_scores, atol=1e-6)
+
+
+def test_cpu_streams_must_not_be_negative(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("inference:\n  cpu_streams: -1\n")
+    with pytest.raises(ConfigError, match="cpu_streams must be >= 0"):
+        load_config(bad)

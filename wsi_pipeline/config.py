@@ -68,6 +68,8 @@ class InferenceConfig:
     cut_cell_ios: float = 0.6  # a box cut by a patch border is dropped when this share lies inside a better box
     prefetch_batches: int = 2
     num_threads: int = 0  # CPU threads for torch or onnxruntime; 0: all cores
+    # onnxruntime sessions sharing those threads, each taking every n-th batch (0: 2 when there are >= 2 threads)
+    cpu_streams: int = 0
     # auto (onnxruntime on the CPU when installed, torch on a GPU) | torch | onnxruntime (docs/inference.md)
     backend: str = "auto"
 
@@ -292,6 +294,7 @@ def _check_ranges(cfg: PipelineConfig, source: str) -> None:
         (cfg.inference.precision in PRECISIONS,
          f"inference.precision must be {', '.join(PRECISIONS)}, got {cfg.inference.precision!r}"),
         (cfg.inference.num_threads >= 0, f"inference.num_threads must be >= 0 (0: all cores), got {cfg.inference.num_threads}"),
+        (cfg.inference.cpu_streams >= 0, f"inference.cpu_streams must be >= 0 (0: automatic), got {cfg.inference.cpu_streams}"),
         (cfg.inference.backend in BACKENDS,
          f"inference.backend must be {', '.join(BACKENDS)}, got {cfg.inference.backend!r}"),
         (not (cfg.inference.precision == "int8" and cfg.inference.backend == "torch"),
