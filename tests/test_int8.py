@@ -1,5 +1,6 @@
 """Int8 network export for onnxruntime on the CPU: `wsi model quantize`, `inference.precision: int8` (issue 23)."""
 
+import json
 import logging
 import shutil
 import subprocess
@@ -64,47 +65,64 @@ def quantized(tmp_path_factory):
     return checkpoint, result
 
 
-def test_quantize_writes_an_export_named_and_stamped_with_the_checkpoint(quantized):
+def test_quantize_writes_calibration_named_and_stamped_with_the_checkpoint(quantized):
     checkpoint, result = quantized
     sha = file_sha256(checkpoint)
-    assert result.path == checkpoint.parent / f"model.{sha}.int8.onnx" and result.images == 8
-    props = runtime.read_int8_export(result.path, sha)
-    assert props is not None and props["calibration_images"] == "8"
-    assert runtime.read_int8_export(result.path, "another sha") is None
+    assert result.path == checkpoint.parent / f"model.{sha}.int8.json" and result.images == 8
+    calibration = quantize.read_calibration(result.path, sha)
+    assert calibration is not None and calibration["calibration_images"] == 8
+    assert quantize.read_calibration(result.path, "another sha") is None
     # the stem and the 15 output convolutions (class logits, centre-ness, box regression at 5 levels) stay fp32
-    assert result.kept_fp32 == 16 and "/backbone/body/_conv_stem/Conv" in props["kept_fp32"]
+    assert result.kept_fp32 == 16 and "/backbone/body/_conv_stem/Conv" in calibration["kept_fp32"]
     assert 0 < result.score_diff_p95 <= 0.05 and result.score_diff_max <= 0.25
-    # the int8 network is smaller than the fp32 one (weights in int8)
-    assert result.path.stat().st_size < 0.5 * 13e6
+    assert len(calibration["ranges"]["data"]) > 100 and result.path.stat().st_size < 200e3  # ranges, not weights
 
 
-def test_a_changed_checkpoint_never_uses_the_old_int8_export(quantized, tmp_path, caplog):
+def _networks(checkpoint: Path):
+    loaded = load_checkpoint(checkpoint)
+    detector, sha = loaded.detector, loaded.meta["sha256"]
+    fp32 = runtime.onnx_network(detector, checkpoint, sha, 1)
+    return detector, sha, fp32, quantize.int8_network(fp32, checkpoint, sha, 1)
+
+
+def test_a_changed_checkpoint_never_uses_the_old_calibration_or_int8_export(quantized, tmp_path):
     checkpoint, result = quantized
+    _, sha_old, _, int8_old = _networks(checkpoint)
+    assert int8_old is not None and int8_old.path == checkpoint.parent / f"model.{sha_old}.int8.onnx"
     other = Path(shutil.copy(checkpoint, tmp_path / "model.pt"))
     export_checkpoint(other, other, half=False)  # re-saved: another sha256
     sha = file_sha256(other)
-    shutil.copy(result.path, tmp_path / f"model.{sha}.int8.onnx")  # the old export under the new name
-    assert runtime.find_int8_export(other, sha) is None
-    detector = load_checkpoint(other).detector
-    with caplog.at_level(logging.WARNING, logger="wsi_pipeline.inference.runtime"):
-        network = runtime.onnx_network(detector, other, sha, 1, int8="on")
-    assert network is not None and network.precision == "fp32"  # fp32 export, with one warning line
-    assert [r.message for r in caplog.records if "no usable int8 export" in r.message][0].count("wsi model quantize") == 1
-    (tmp_path / f"model.{sha}.int8.onnx").write_bytes(b"damaged")  # a damaged file: fp32 as well
-    assert runtime.onnx_network(detector, other, sha, 1, int8="on").precision == "fp32"
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="wsi_pipeline.inference.runtime"):
-        assert runtime.onnx_network(detector, other, sha, 1, int8="auto").precision == "fp32"
-    assert not caplog.records  # auto: fp32 without a word when there is no int8 export
+    shutil.copy(result.path, tmp_path / f"model.{sha}.int8.json")  # the old calibration under the new name
+    shutil.copy(int8_old.path, tmp_path / f"model.{sha}.int8.onnx")  # and the old int8 export
+    assert quantize.find_calibration(other, sha) is None
+    assert _networks(other)[3] is None  # no calibration of this checkpoint: no int8 network
+    # a calibration of this checkpoint, and a damaged or foreign export under its name: rebuilt, never used
+    calibration = dict(quantize.read_calibration(result.path, sha_old), checkpoint_sha256=sha)
+    (tmp_path / f"model.{sha}.int8.json").write_text(json.dumps(calibration))
+    (tmp_path / f"model.{sha}.int8.onnx").write_bytes(b"damaged")
+    rebuilt = _networks(other)[3]
+    assert rebuilt is not None and rebuilt.precision == "int8" and rebuilt.path.stat().st_size > 1e6
+
+
+def test_detection_without_calibration_warns_for_int8_and_not_for_auto(quantized, tmp_path, caplog):
+    checkpoint, _ = quantized
+    bare = Path(shutil.copy(checkpoint, tmp_path / "bare.pt"))
+    tiles = _real_tiles(2, 256)
+    store = make_store(tmp_path / "p.zarr", np.concatenate(list(tiles), axis=1), 0.5, 0.5, 256, 64)
+    for precision, warnings in (("int8", 1), ("auto", 0)):
+        caplog.clear()
+        cfg = InferenceConfig(device="cpu", num_threads=1, backend="onnxruntime", precision=precision)
+        with caplog.at_level(logging.WARNING):
+            result = detect_store(store.path, bare, tmp_path / precision, cfg, progress=False)
+        assert read_detections(result.detections_path).meta.inference.precision == "fp32"
+        said = [r.message for r in caplog.records if "int8" in r.message]
+        assert len(said) == warnings and all("wsi model quantize" in m for m in said)
 
 
 def test_int8_scores_stay_close_to_fp32_on_real_tiles(quantized):
-    checkpoint, result = quantized
-    loaded = load_checkpoint(checkpoint)
-    detector, sha = loaded.detector, loaded.meta["sha256"]
-    int8 = runtime.onnx_network(detector, checkpoint, sha, 1, int8="on")
-    fp32 = runtime.onnx_network(detector, checkpoint, sha, 1, int8="off")
-    assert int8.precision == "int8" and int8.path == result.path and fp32.precision == "fp32"
+    checkpoint, _ = quantized
+    detector, _, fp32, int8 = _networks(checkpoint)
+    assert int8.precision == "int8" and fp32.precision == "fp32"
     tiles = torch.from_numpy(_real_tiles(12))[4:]  # not the 8 calibration tiles' positions (other draws)
     normalised = detector.normalise(detector.as_float_images(tiles))
     family = FAMILIES[detector.spec.detector]
@@ -145,12 +163,11 @@ def test_detect_store_runs_int8_and_records_it(quantized, tmp_path):
     assert read_detections(redo.detections_path).meta.inference.precision == "int8"
 
 
-def test_the_bundled_model_ships_an_int8_export_of_itself():
+def test_the_bundled_model_ships_an_int8_calibration_of_itself():
     model = starter_model_path()
-    found = runtime.find_int8_export(model, file_sha256(model))
-    assert found is not None and found.parent == model.parent  # a new bundled model needs `wsi model quantize`
-    props = runtime.read_int8_export(found, file_sha256(model))
-    assert int(props["calibration_images"]) >= 64 and float(props["score_diff_p95"]) <= 0.05
+    found = quantize.find_calibration(model, file_sha256(model))
+    assert found is not None and found[0].parent == model.parent  # a new bundled model needs `wsi model quantize`
+    assert found[1]["calibration_images"] >= 64 and found[1]["score_diff_p95"] <= 0.05
 
 
 def test_int8_settings_that_cannot_work_are_one_line_errors(tmp_path):
@@ -177,7 +194,7 @@ def test_wsi_model_quantize_cli_reports_a_missing_folder_in_one_line(tmp_path):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "missing" in lines[0] and "calibration folder not found" in lines[0]
-    assert not list(tmp_path.glob("*.int8.onnx"))
+    assert not list(tmp_path.glob("*.int8.*"))
 
 
 def test_two_cpu_streams_give_the_same_cells_as_one(quantized, tmp_path, monkeypatch):

@@ -61,7 +61,7 @@ class TilingConfig:
 class InferenceConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int = 0  # 0: chosen from device memory
-    # auto (bf16/fp16 on CUDA; on the CPU int8 when the model has an int8 export, else fp32) | fp32 | fp16 | bf16 | int8
+    # auto (bf16/fp16 on CUDA; on the CPU int8 when the model has an int8 calibration, else fp32) | fp32 | fp16 | bf16 | int8
     precision: str = "auto"
     score_threshold: float = 0.05  # detections kept in the table
     nms_iou: float = 0.5  # class-aware merge of duplicates across tile overlaps

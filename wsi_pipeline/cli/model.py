@@ -13,7 +13,7 @@ EPILOG = """examples:
   wsi model info runs/starter/model.pt
   wsi model info --json > starter_meta.json        # everything: training config, metrics, card
   wsi model export runs/starter/model.pt my_model.pt --card docs/card.json   # fp16, no training state
-  wsi model quantize runs/starter/model.pt data/train/images   # int8 for onnxruntime on CPUs, next to model.pt
+  wsi model quantize runs/starter/model.pt data/train/images   # int8 calibration for CPUs, next to model.pt
 
 """ + RESEARCH_NOTICE
 
@@ -34,10 +34,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--fp32", action="store_true", help="keep float32 weights (twice the size)")
     e.add_argument("--card", type=Path, default=None, help="JSON file stored as the checkpoint's model card")
     e.set_defaults(func=run_export)
-    q = inner.add_parser("quantize", help="int8 export for onnxruntime on the CPU, calibrated on training patches",
+    q = inner.add_parser("quantize", help="int8 calibration for onnxruntime on the CPU, measured on training patches",
                          formatter_class=HelpFormatter, epilog=EPILOG,
-                         description="Write <stem>.<sha256>.int8.onnx next to the checkpoint (or --out). Detection "
-                                     "uses it on the CPU when inference.precision is auto or int8 (docs/inference.md).")
+                         description="Write <stem>.<sha256>.int8.json (activation ranges) next to the checkpoint (or "
+                                     "--out). Detection on the CPU builds the int8 network from it once and uses it "
+                                     "when inference.precision is auto or int8 (docs/inference.md).")
     q.add_argument("checkpoint", type=Path, help="checkpoint written by `wsi train` or `wsi model export`")
     q.add_argument("images", type=Path, nargs="+",
                    help="folders of training patches at the model's resolution (`wsi data build` images/)")
@@ -58,9 +59,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise ArtifactError(None, f"--count must be >= 1, got {args.count}")
     if not runtime_available():
-        raise ArtifactError(args.checkpoint, "int8 export needs onnxruntime and onnx (pip install onnxruntime onnx)")
+        raise ArtifactError(args.checkpoint, "int8 calibration needs onnxruntime and onnx (pip install onnxruntime onnx)")
     result = quantize_checkpoint(args.checkpoint, list(args.images), args.out, args.count, args.seed)
-    print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB), calibrated on {result.images} images; "
+    print(f"wrote {result.path} ({result.path.stat().st_size / 1e3:.0f} kB), calibrated on {result.images} images; "
           f"{result.kept_fp32} convolutions kept in fp32")
     print(f"int8 vs fp32 cell scores on those images: 95th percentile difference {result.score_diff_p95:.3f}, "
           f"largest {result.score_diff_max:.3f} (positions scoring >= 0.1)")
@@ -93,18 +94,15 @@ def run_info(args: argparse.Namespace) -> int:
 
 def _int8_line(path: Path) -> str:
     """Whether detection on the CPU can run this checkpoint in int8 (``inference/quantize.py``)."""
-    from ..inference.runtime import find_int8_export, read_int8_export, runtime_available  # noqa: PLC0415
+    from ..inference.quantize import find_calibration  # noqa: PLC0415
     from ..models.checkpoint import file_sha256  # noqa: PLC0415
 
-    if not runtime_available():
-        return "int8:       onnxruntime not installed"
-    sha = file_sha256(path)
-    found = find_int8_export(path, sha)
+    found = find_calibration(path, file_sha256(path))
     if found is None:
-        return f"int8:       no export (make one: wsi model quantize {path} <training patches>)"
-    props = read_int8_export(found, sha) or {}
-    return (f"int8:       {found.name} (calibrated on {props.get('calibration_images', '?')} images; scores within "
-            f"{props.get('score_diff_p95', '?')} of fp32 at the 95th percentile)")
+        return f"int8:       no calibration (make one: wsi model quantize {path} <training patches>)"
+    calibration = found[1]
+    return (f"int8:       {found[0].name} (calibrated on {calibration.get('calibration_images', '?')} images; scores "
+            f"within {calibration.get('score_diff_p95', '?')} of fp32 at the 95th percentile)")
 
 
 def _training_lines(training: dict) -> list[str]:

@@ -34,7 +34,7 @@ GPU_BYTES_PER_512_PATCH = {"fp32": 600e6, "fp16": 320e6, "bf16": 320e6}
 @dataclass(frozen=True)
 class DevicePlan:
     device: torch.device
-    precision: str  # fp32 | fp16 | bf16 (int8 once the engine runs an int8 export)
+    precision: str  # fp32 | fp16 | bf16 (int8 once the engine runs an int8 network)
     batch_size: int
     num_threads: int  # torch intra-op threads on the CPU (0 on GPU: left alone)
 

@@ -17,8 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +38,7 @@ from .device import DevicePlan, plan_device
 from .merge import merge_overlaps, to_level0, touches_patch_border
 from .partial import PartialResults, RawDetections
 from .reader import PrefetchReader, plan_batches
+from .quantize import int8_network
 from .runtime import onnx_network, resolve_backend
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def detect_store(
         loaded.detector.to(plan.device).eval()
     backend, network = _runtime(cfg, plan, loaded.detector, model_path or _path_of(loaded.meta), model_sha256)
     if network is not None and network.precision != plan.precision:
-        plan = dataclasses.replace(plan, precision=network.precision)
+        plan = replace(plan, precision=network.precision)
     identity = {
         "store_fingerprint": store.fingerprint,
         "model_sha256": model_sha256,
@@ -178,9 +178,17 @@ def _runtime(cfg: InferenceConfig, plan: DevicePlan, detector: Any, checkpoint: 
     backend = resolve_backend(cfg.backend, plan.device.type)
     if backend != "onnxruntime":
         return backend, None
-    int8 = {"int8": "on", "auto": "auto"}.get(cfg.precision, "off")  # auto: int8 when the model has an export
-    network = onnx_network(detector, checkpoint, sha256, plan.num_threads, int8=int8)
-    return ("onnxruntime", network) if network is not None else ("torch", None)
+    network = onnx_network(detector, checkpoint, sha256, plan.num_threads)
+    if network is None:
+        return "torch", None
+    if cfg.precision in ("int8", "auto"):  # auto: int8 when the model has calibration ranges
+        quantized = int8_network(network, checkpoint, sha256, plan.num_threads)
+        if quantized is not None:
+            return "onnxruntime", quantized
+        if cfg.precision == "int8":
+            log.warning("inference.precision int8: %s has no int8 calibration (make one with `wsi model quantize "
+                        "%s <training patches>`); detecting in fp32", checkpoint.name, checkpoint)
+    return "onnxruntime", network
 
 
 def _path_of(meta: Mapping[str, Any]) -> Path | None:
@@ -204,18 +212,12 @@ def _run_batches(store: PatchSource, detector: Predictor, batches: list[tuple[in
     if streams > 1:
         return _run_batches_in_streams(store, detector, batches, partial, plan, cfg, num_classes, progress, network,
                                        streams)
-    extra = {"network": network} if network is not None else {}
     on_gpu = plan.device.type == "cuda"
     total = sum(stop - start for start, stop in batches)
     with PrefetchReader(store.patches, batches, cfg.prefetch_batches, pin_memory=on_gpu) as reader, \
             progress_bar(total=total, unit="patch", desc="detecting", disable=not progress) as bar, torch.inference_mode():
         for batch in reader:
-            images = batch.images.to(plan.device, non_blocking=True)
-            outputs = []
-            for first in range(0, len(images), plan.batch_size):  # a stored chunk may hold more tiles than a pass
-                with plan.autocast():
-                    outputs += detector.predict(images[first:first + plan.batch_size],
-                                                score_threshold=cfg.score_threshold, **extra)
+            outputs = _predict(detector, batch.images.to(plan.device, non_blocking=True), plan, cfg, network)
             raw = _batch_to_level0(outputs, batch.start, store, num_classes)
             partial.save(batch.start, batch.stop, raw)
             bar.update(batch.stop - batch.start)
@@ -230,8 +232,7 @@ def _run_batches_in_streams(store: PatchSource, detector: Predictor, batches: li
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
     threads = max(1, plan.num_threads // streams)
-    sessions = [type(network)(network.path, network.keys, threads, network.precision) for _ in range(streams)]
-    free = list(sessions)
+    free = [type(network)(network.path, network.keys, threads, network.precision) for _ in range(streams)]
     lock = threading.Lock()
 
     def predict(images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -239,9 +240,7 @@ def _run_batches_in_streams(store: PatchSource, detector: Predictor, batches: li
             session = free.pop()
         try:
             with torch.inference_mode():
-                return [out for first in range(0, len(images), plan.batch_size)
-                        for out in detector.predict(images[first:first + plan.batch_size],
-                                                    score_threshold=cfg.score_threshold, network=session)]
+                return _predict(detector, images, plan, cfg, session)
         finally:
             with lock:
                 free.append(session)
@@ -269,6 +268,18 @@ def _run_batches_in_streams(store: PatchSource, detector: Predictor, batches: li
             return reader.wait_seconds
     finally:
         torch.set_num_threads(torch_threads)
+
+
+def _predict(detector: Predictor, images: torch.Tensor, plan: DevicePlan, cfg: InferenceConfig,
+             network: Any) -> list[dict[str, torch.Tensor]]:
+    """Detections of one stored batch, in passes of ``plan.batch_size`` (a stored chunk may hold more tiles)."""
+    extra = {"network": network} if network is not None else {}
+    outputs: list[dict[str, torch.Tensor]] = []
+    for first in range(0, len(images), plan.batch_size):
+        with plan.autocast():
+            outputs += detector.predict(images[first:first + plan.batch_size], score_threshold=cfg.score_threshold,
+                                        **extra)
+    return outputs
 
 
 def _batch_to_level0(outputs: list[dict[str, torch.Tensor]], start: int, store: PatchSource, num_classes: int) -> RawDetections:

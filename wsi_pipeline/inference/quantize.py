@@ -1,31 +1,34 @@
-"""Int8 export of a checkpoint's network for onnxruntime on the CPU (``wsi model quantize``).
+"""Int8 network for onnxruntime on the CPU: calibration ranges (``wsi model quantize``) and the int8 export.
 
-Int8 runs the network about 2.3x faster than fp32 onnxruntime on a CPU with AVX-512 VNNI (docs/inference.md),
+Int8 runs the network about 2.2x faster than fp32 onnxruntime on a CPU with AVX-512 VNNI (docs/inference.md),
 but its activations need ranges measured on images like the ones it will see, so unlike the fp32 export it
-cannot be made at run time from the checkpoint alone: ``wsi model quantize`` makes it once from a folder of
-training patches (``wsi data build`` output, at the model's resolution) and writes it next to the checkpoint
-as ``<stem>.<checkpoint sha256>.int8.onnx``. ``inference.precision: int8`` (or ``auto`` on the CPU) uses it
-when it matches the checkpoint's sha256; otherwise detection runs in fp32 with one log line.
+cannot be made from the checkpoint alone. ``wsi model quantize`` measures them once on training patches
+(``wsi data build`` output, at the model's resolution) and writes them, with what they were measured on, next to
+the checkpoint as ``<stem>.<checkpoint sha256>.int8.json`` (a few tens of kB; the bundled model ships its own).
+Detection (``inference.precision: int8``, or ``auto`` on the CPU) builds the int8 export from the fp32 export and
+those ranges once per checkpoint, caches it like the fp32 export (``<stem>.<sha256>.int8.onnx``) and runs it.
 
 How (measured on training patches, ``benchmarks/int8_export.py``): the fp32 export with its frozen batch norms
 folded into the convolutions (onnxruntime's basic graph optimisation: quantising a convolution's output before
 its batch-norm scale loses the per-channel range), then onnxruntime static QDQ quantisation, int8 per-channel
 weights, uint8 activations with min-max ranges. The stem (the first convolution, on the normalised image) and
-the output convolutions (class logits, centre-ness: what the report thresholds) stay in fp32; quantising
-them added the largest score errors for almost no speed.
+the output convolutions (class logits, centre-ness, box regression) stay in fp32; quantising them added the
+largest score errors for almost no speed.
 
 Example:
-    >>> from .runtime import int8_export_name
-    >>> int8_export_name(Path("runs/v3/model.pt"), "ab12")  # where `wsi model quantize` writes by default
-    'model.ab12.int8.onnx'
+    >>> from .runtime import export_paths
+    >>> export_paths(Path("runs/v3/model.pt"), "ab12", ".int8.json")[0].name  # where `wsi model quantize` writes
+    'model.ab12.int8.json'
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,12 +36,39 @@ import torch
 from .. import __version__
 from ..errors import ArtifactError
 from ..fsutil import atomic_path
-from .runtime import INT8_FORMAT, OnnxNetwork, export_network, int8_export_paths, read_int8_export
+from .runtime import OnnxNetwork, export_network, export_paths
 
 log = logging.getLogger(__name__)
 
+CALIBRATION_FORMAT = "wsi_pipeline.int8-calibration/1"
+INT8_FORMAT = "wsi_pipeline.onnx-int8/1"  # bump when the exported graph's inputs or outputs change
+CALIBRATION_SUFFIX, INT8_SUFFIX = ".int8.json", ".int8.onnx"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _BATCH = 4
+
+
+def read_calibration(path: Path, sha256: str) -> dict[str, Any] | None:
+    """The int8 calibration at ``path`` when it is one of checkpoint ``sha256``, else None (absent, damaged,
+    another checkpoint's)."""
+    try:
+        calibration = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(calibration, dict) and calibration.get("format") == CALIBRATION_FORMAT \
+        and calibration.get("checkpoint_sha256") == sha256
+    return calibration if ok else None
+
+
+def find_calibration(checkpoint: Path | None, sha256: str) -> tuple[Path, dict[str, Any]] | None:
+    """The first usable int8 calibration of ``checkpoint``: next to it (the bundled model ships one), then the
+    user cache."""
+    if checkpoint is None or not sha256:
+        return None
+    folder_first = [checkpoint.resolve().parent / f"{checkpoint.stem}.{sha256}{CALIBRATION_SUFFIX}"]
+    for path in dict.fromkeys(folder_first + export_paths(checkpoint, sha256, CALIBRATION_SUFFIX)):
+        if (calibration := read_calibration(path, sha256)) is not None:
+            return path, calibration
+    return None
 
 
 def calibration_images(folders: list[Path], count: int, image_size: int, seed: int = 0) -> np.ndarray:
@@ -89,9 +119,90 @@ def fp32_nodes(model) -> list[str]:
     return sorted(keep)
 
 
+def _fold_batch_norms(src: Path, dst: Path) -> None:
+    import onnxruntime as ort  # noqa: PLC0415
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # folds the batch norms
+    options.optimized_model_filepath = str(dst)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+
+
+def _quantize(fp32: Path, out: Path, sha256: str, reader: Any = None, ranges: dict | None = None,
+              ranges_out: Path | None = None) -> list[str]:
+    """Write the int8 export of the fp32 export ``fp32`` to ``out`` (atomically): ranges measured with
+    ``reader`` (and saved to ``ranges_out``) or taken from ``ranges``; returns the convolutions kept in fp32."""
+    import onnx  # noqa: PLC0415
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folded, cache = Path(tmp) / "folded.onnx", ranges_out or Path(tmp) / "ranges.json"
+        _fold_batch_norms(fp32, folded)
+        graph = onnx.load(str(folded))
+        keep = fp32_nodes(graph)
+        if ranges is not None:
+            names = {t for n in graph.graph.node for t in (*n.input, *n.output)}
+            missing = set(ranges.get("data", {})) - names
+            if missing or not ranges.get("data"):
+                raise ValueError(f"calibration ranges name {len(missing)} tensors this export does not have")
+            cache.write_text(json.dumps(ranges))
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # onnxruntime.quantization warns through the root logger
+        try:
+            with atomic_path(out) as tmp_out:
+                quantize_static(str(folded), str(tmp_out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep,
+                                calibration_cache_path=str(cache))
+                model = onnx.load(str(tmp_out))
+                for key, value in {"checkpoint_sha256": sha256, "format": INT8_FORMAT, "wsi_pipeline": __version__}.items():
+                    entry = model.metadata_props.add()
+                    entry.key, entry.value = key, value
+                onnx.save(model, str(tmp_out))
+        finally:
+            root.setLevel(level)
+    return keep
+
+
+def int8_network(fp32: OnnxNetwork, checkpoint: Path | None, sha256: str, num_threads: int) -> OnnxNetwork | None:
+    """The int8 counterpart of the fp32 network ``fp32`` when ``checkpoint`` has int8 calibration ranges: its
+    export taken from the cache, or built once from the fp32 export and the ranges. None without ranges, or
+    (with one log line) when the export cannot be built."""
+    found = find_calibration(checkpoint, sha256)
+    if found is None:
+        return None
+    for path in export_paths(checkpoint, sha256, INT8_SUFFIX):
+        if path.is_file():
+            try:
+                network = OnnxNetwork(path, fp32.keys, num_threads, precision="int8")
+            except Exception:  # noqa: BLE001 - a damaged file is rebuilt
+                continue
+            props = network.session.get_modelmeta().custom_metadata_map  # no `import onnx` (~1 s) to read it
+            if props.get("checkpoint_sha256") == sha256 and props.get("format") == INT8_FORMAT:
+                return network
+    candidates = export_paths(checkpoint, sha256, INT8_SUFFIX)
+    for i, path in enumerate(candidates):
+        try:
+            log.info("Building the int8 network of %s from its calibration (once per checkpoint): %s",
+                     checkpoint.name, path)
+            _quantize(fp32.path, path, sha256, ranges=found[1]["ranges"])
+            return OnnxNetwork(path, fp32.keys, num_threads, precision="int8")
+        except OSError:
+            if i < len(candidates) - 1:
+                continue
+            log.warning("could not write the int8 network of %s; detecting in fp32", checkpoint.name)
+        except Exception as exc:  # noqa: BLE001 - fp32 still works
+            log.warning("could not build the int8 network of %s from %s (%s: %s); detecting in fp32",
+                        checkpoint.name, found[0].name, exc.__class__.__name__, str(exc).splitlines()[0][:160])
+            return None
+    return None
+
+
 @dataclass(frozen=True)
 class QuantizeResult:
-    path: Path
+    path: Path  # the calibration file
     images: int
     score_diff_p95: float  # |int8 - fp32| ranking score, 95th percentile over positions where fp32 >= 0.1
     score_diff_max: float
@@ -100,25 +211,22 @@ class QuantizeResult:
 
 def quantize_checkpoint(checkpoint: Path, folders: list[Path], out: Path | None = None, count: int = 96,
                         seed: int = 0) -> QuantizeResult:
-    """Write the int8 export of ``checkpoint`` calibrated on ``count`` images from ``folders``; returns where,
-    and how far its scores are from fp32 on those images (recorded in the file's metadata too).
+    """Measure int8 calibration ranges of ``checkpoint`` on ``count`` images from ``folders`` and write them
+    (``<stem>.<sha256>.int8.json`` next to it, or ``out``), with how far the int8 network's scores are from
+    fp32 on those images.
 
     Example (a checkpoint from ``wsi train`` and its training patches):
         >>> quantize_checkpoint(Path("runs/v3/model.pt"), [Path("data/train/images")])  # doctest: +SKIP
-        QuantizeResult(path=PosixPath('runs/v3/model.<sha256>.int8.onnx'), images=96, ...)
+        QuantizeResult(path=PosixPath('runs/v3/model.<sha256>.int8.json'), images=96, ...)
     """
-    import onnx  # noqa: PLC0415
-    import onnxruntime as ort  # noqa: PLC0415
-    from onnxruntime.quantization import (  # noqa: PLC0415
-        CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization import CalibrationDataReader  # noqa: PLC0415
 
     from ..models.checkpoint import file_sha256, load_checkpoint  # noqa: PLC0415
     from ..models.detector import FAMILIES  # noqa: PLC0415
 
     sha256 = file_sha256(checkpoint)
-    loaded = load_checkpoint(checkpoint)
-    detector = loaded.detector
-    out = out or int8_export_paths(checkpoint, sha256)[0]
+    detector = load_checkpoint(checkpoint).detector
+    out = out or checkpoint.resolve().parent / f"{checkpoint.stem}.{sha256}{CALIBRATION_SUFFIX}"
     images = calibration_images(folders, count, detector.spec.image_size, seed)
     with torch.inference_mode():
         normalised = detector.normalise(detector.as_float_images(torch.from_numpy(images))).numpy().astype(np.float32)
@@ -134,39 +242,19 @@ def quantize_checkpoint(checkpoint: Path, folders: list[Path], out: Path | None 
             return {"images": normalised[self.start - _BATCH:self.start]}
 
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, folded = Path(tmp) / "fp32.onnx", Path(tmp) / "folded.onnx"
+        fp32, int8, ranges = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
         keys = export_network(detector, fp32, sha256)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # folds the batch norms
-        options.optimized_model_filepath = str(folded)
-        options.log_severity_level = 3
-        ort.InferenceSession(str(fp32), options, providers=["CPUExecutionProvider"])
-        keep = fp32_nodes(onnx.load(str(folded)))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as tmp_out:
-            quiet = logging.getLogger()
-            level = quiet.level
-            quiet.setLevel(logging.ERROR)  # onnxruntime.quantization warns through the root logger
-            try:
-                quantize_static(str(folded), str(tmp_out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep)
-            finally:
-                quiet.setLevel(level)
-            int8 = OnnxNetwork(Path(tmp_out), keys, num_threads=0)
-            reference = OnnxNetwork(fp32, keys, num_threads=0)
-            diffs = _score_differences(int8, reference, torch.from_numpy(normalised), FAMILIES[detector.spec.detector])
-            model = onnx.load(str(tmp_out))
-            p95, top = (float(np.percentile(diffs, 95)), float(diffs.max())) if len(diffs) else (0.0, 0.0)
-            meta = {"checkpoint_sha256": sha256, "format": INT8_FORMAT, "wsi_pipeline": __version__,
-                    "calibration_images": str(len(images)), "calibration_folders": ", ".join(f.name for f in folders),
-                    "kept_fp32": ", ".join(keep), "score_diff_p95": f"{p95:.4f}", "score_diff_max": f"{top:.4f}"}
-            for key, value in meta.items():
-                entry = model.metadata_props.add()
-                entry.key, entry.value = key, value
-            onnx.save(model, str(tmp_out))
-    if read_int8_export(out, sha256) is None:  # cannot happen unless the file vanished
-        raise ArtifactError(out, "int8 export was not written")
+        keep = _quantize(fp32, int8, sha256, reader=Batches(), ranges_out=ranges)
+        diffs = _score_differences(OnnxNetwork(int8, keys, 0), OnnxNetwork(fp32, keys, 0), torch.from_numpy(normalised),
+                                   FAMILIES[detector.spec.detector])
+        p95, top = (float(np.percentile(diffs, 95)), float(diffs.max())) if len(diffs) else (0.0, 0.0)
+        calibration = {"format": CALIBRATION_FORMAT, "checkpoint_sha256": sha256, "wsi_pipeline": __version__,
+                       "calibration_images": len(images), "calibration_folders": [f.name for f in folders],
+                       "kept_fp32": keep, "score_diff_p95": round(p95, 4), "score_diff_max": round(top, 4),
+                       "ranges": json.loads(ranges.read_text())}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp_out:
+        Path(tmp_out).write_text(json.dumps(calibration))
     return QuantizeResult(out, len(images), p95, top, len(keep))
 
 
@@ -182,4 +270,5 @@ def _score_differences(int8, reference, normalised: torch.Tensor, family) -> np.
     return np.concatenate(diffs) if diffs else np.zeros(0, np.float32)
 
 
-__all__ = ["QuantizeResult", "calibration_images", "fp32_nodes", "quantize_checkpoint"]
+__all__ = ["CALIBRATION_FORMAT", "INT8_FORMAT", "QuantizeResult", "calibration_images", "find_calibration",
+           "fp32_nodes", "int8_network", "quantize_checkpoint", "read_calibration"]

@@ -11,9 +11,8 @@
 * ``auto``: onnxruntime on the CPU when it is installed (measured faster on a 2-core CPU:
   ``benchmarks/cpu_tiles.py``, docs/inference.md), torch on a GPU.
 
-An int8 export (``wsi model quantize``, ``inference/quantize.py``) replaces the fp32 one when
-``inference.precision`` is ``int8``, or ``auto`` and the checkpoint has one: ``<stem>.<sha256>.int8.onnx``
-next to the checkpoint or in the user cache, used only when its metadata names the checkpoint's sha256.
+An int8 network (``inference/quantize.py``) replaces the fp32 one when ``inference.precision`` is ``int8``, or
+``auto`` and the checkpoint has int8 calibration ranges (``wsi model quantize``).
 
 A missing onnxruntime (or onnx) falls back to torch with one log line. The export is cached next to the
 checkpoint as ``<checkpoint stem>.<checkpoint sha256>.onnx``, or under ``<user cache>/onnx/`` when the
@@ -44,7 +43,6 @@ from ..fsutil import atomic_path, cache_dir
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "wsi_pipeline.onnx/1"  # bump when the exported graph's inputs or outputs change
-INT8_FORMAT = "wsi_pipeline.onnx-int8/1"  # an int8 export made by `wsi model quantize` (inference/quantize.py)
 EXPORT_TOLERANCE = 1e-3  # largest difference allowed between the export's and torch's head outputs (logits)
 OPSET = 17
 _PROBE_SIZE = 256  # px of the random tile the export is checked on
@@ -70,51 +68,16 @@ def resolve_backend(backend: str, device_type: str) -> str:
     return "onnxruntime"
 
 
-def export_paths(checkpoint: Path, sha256: str) -> list[Path]:
+def export_paths(checkpoint: Path, sha256: str, suffix: str = ".onnx") -> list[Path]:
     """Where the export of ``checkpoint`` may live, in order: next to it, then the user cache (used when the
-    checkpoint's folder is read-only, e.g. the bundled starter model inside an installed package)."""
-    name = f"{checkpoint.stem}.{sha256}.onnx"
+    checkpoint's folder is read-only, e.g. the bundled starter model inside an installed package);
+    ``suffix`` ``.int8.onnx`` for the int8 export (``inference/quantize.py``)."""
+    name = f"{checkpoint.stem}.{sha256}{suffix}"
     cached = cache_dir() / "onnx" / name
     folder = checkpoint.resolve().parent
     if folder.is_relative_to(_PACKAGE):  # never write into the installed package (the bundled starter model)
         return [cached]
     return [folder / name, cached]
-
-
-def int8_export_name(checkpoint: Path, sha256: str) -> str:
-    return f"{checkpoint.stem}.{sha256}.int8.onnx"
-
-
-def int8_export_paths(checkpoint: Path, sha256: str) -> list[Path]:
-    """Where an int8 export of ``checkpoint`` (made by ``wsi model quantize``) is looked for: next to it (the
-    bundled model ships one there), then the user cache."""
-    name = int8_export_name(checkpoint, sha256)
-    return [checkpoint.resolve().parent / name, cache_dir() / "onnx" / name]
-
-
-def read_int8_export(path: Path, sha256: str) -> dict[str, str] | None:
-    """The metadata of a usable int8 export at ``path``, or None (absent, damaged, of another checkpoint)."""
-    import onnx  # noqa: PLC0415
-
-    if not path.is_file():
-        return None
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # a damaged file is never used
-        return None
-    props = {p.key: p.value for p in model.metadata_props}
-    return props if _is_int8_export_of(props, sha256) else None
-
-
-def _is_int8_export_of(props: dict[str, str], sha256: str) -> bool:
-    return props.get("checkpoint_sha256") == sha256 and props.get("format") == INT8_FORMAT
-
-
-def find_int8_export(checkpoint: Path | None, sha256: str) -> Path | None:
-    """The first usable int8 export of ``checkpoint`` (see :func:`int8_export_paths`), or None."""
-    if checkpoint is None or not sha256:
-        return None
-    return next((p for p in int8_export_paths(checkpoint, sha256) if read_int8_export(p, sha256) is not None), None)
 
 
 class OnnxNetwork:
@@ -133,7 +96,7 @@ class OnnxNetwork:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.keys = keys
         self.path = path
-        self.precision = precision  # fp32 | int8 (an export made by ``wsi model quantize``)
+        self.precision = precision  # fp32 | int8 (built from the calibration of ``wsi model quantize``)
 
     def __call__(self, normalised: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self.session.run(self.keys, {"images": normalised.detach().cpu().float().contiguous().numpy()})
@@ -221,37 +184,13 @@ def _export_somewhere(detector, checkpoint: Path, candidates: list[Path], sha256
     raise AssertionError("unreachable")
 
 
-def _open_int8(path: Path, sha256: str, keys: list[str], num_threads: int) -> OnnxNetwork | None:
-    """The int8 export at ``path`` as a network when it is one of this checkpoint; None when absent, damaged or
-    another's. Its metadata is read from the session itself (importing ``onnx`` to read it costs ~1 s)."""
-    if not path.is_file():
-        return None
-    try:
-        network = OnnxNetwork(path, keys, num_threads, precision="int8")
-    except Exception:  # noqa: BLE001 - a damaged file is never used
-        return None
-    return network if _is_int8_export_of(network.session.get_modelmeta().custom_metadata_map, sha256) else None
-
-
-def onnx_network(detector, checkpoint: Path | None, sha256: str, num_threads: int,
-                 int8: str = "off") -> OnnxNetwork | None:
+def onnx_network(detector, checkpoint: Path | None, sha256: str, num_threads: int) -> OnnxNetwork | None:
     """An onnxruntime network for ``detector`` (exported or taken from the cache), or None when it cannot be
     used (no checkpoint file to name the export after, export failure, outputs differing from torch's);
-    every None is logged in one line and detection goes on with torch.
-
-    ``int8``: ``off``, ``auto`` (the checkpoint's int8 export when it has one) or ``on`` (the same, and one
-    warning line when it has none); without one the fp32 export runs (``inference/quantize.py``)."""
+    every None is logged in one line and detection goes on with torch."""
     if checkpoint is None or not sha256 or not hasattr(detector, "head_outputs"):
         log.info("onnxruntime needs a checkpoint file; detecting with torch")
         return None
-    if int8 != "off":
-        keys = _head_keys(detector)
-        for path in int8_export_paths(checkpoint, sha256):
-            if (network := _open_int8(path, sha256, keys, num_threads)) is not None:
-                return network
-        if int8 == "on":
-            log.warning("inference.precision int8: %s has no usable int8 export (make one with `wsi model quantize "
-                        "%s <training patches>`); detecting in fp32", checkpoint.name, checkpoint)
     candidates = export_paths(checkpoint, sha256)
     try:
         found = [(p, k) for p in candidates if (k := _read_export(p, sha256)) is not None]
@@ -276,6 +215,5 @@ def onnx_network(detector, checkpoint: Path | None, sha256: str, num_threads: in
         return None
 
 
-__all__ = ["EXPORT_TOLERANCE", "INT8_FORMAT", "OnnxNetwork", "export_network", "export_paths", "find_int8_export",
-           "int8_export_name", "int8_export_paths", "max_difference", "onnx_network", "read_int8_export",
+__all__ = ["EXPORT_TOLERANCE", "OnnxNetwork", "export_network", "export_paths", "max_difference", "onnx_network",
            "resolve_backend", "runtime_available"]
