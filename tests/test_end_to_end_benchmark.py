@@ -46,10 +46,15 @@ def test_end_to_end_runs_wsi_run_and_tables_its_stage_times(tmp_path, cytology_d
             "--json", str(out_json)]
     assert e2e.main(args) == 0
     first = json.loads(out_json.read_text())
+    table = tmp_path / "out" / slide.stem / "detections.parquet"
+    first_written = table.stat().st_mtime_ns
     assert e2e.main(args) == 0  # a second run measures again instead of reusing the finished stages
     times = json.loads(out_json.read_text())
     report = json.loads((tmp_path / "out" / slide.stem / "report.json").read_text())
     assert times["patches"] == first["patches"] == report["tiling"]["n_patches"] > 0
-    assert times["detection_s"] == report["timings"]["detection_s"] > 0.5 * first["detection_s"]
+    # detected again (a new table), not taken from the first run; the time is not compared with the first
+    # run's, which may include building the model's onnxruntime networks once
+    assert table.stat().st_mtime_ns > first_written
+    assert times["detection_s"] == report["timings"]["detection_s"] > 0
     assert times["tiling_s"] == report["timings"]["tiling_s"] > 0
     assert times["device"] == "cpu" and times["wall_s"] >= times["detection_s"] and times["model_alone_patches_per_s"] > 0
