@@ -145,6 +145,24 @@ def test_committed_split_is_what_its_command_draws_and_crops_follow_their_field(
     assert fields <= set(split.sides), "every annotated field is on one side"
 
 
+def test_cross_fitting_folds_split_the_training_side_and_never_train_on_a_validation_field():
+    """configs/splits/cric_fold_{a,b}.csv (benchmarks/crossfit_thresholds.py): each fold trains on half the
+    training side's fields; together they cover it once; no validation field is on a fold's train side."""
+    main = read_split(SPLIT)
+    folds = [read_split(SPLIT.parent / f"cric_fold_{f}.csv") for f in "ab"]
+    train = [set(f.fields("train")) for f in folds]
+    assert not train[0] & train[1], "a field in both folds"
+    assert train[0] | train[1] == set(main.fields("train"))
+    for fold in folds:
+        assert set(fold.sides) == set(main.sides), "every field listed, the rest on the val side"
+    with open(SPLIT.parent / "cric_fold_a.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for cls in ["NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC"]:
+        total = sum(int(r[cls]) for r in rows if r["field"] in train[0] | train[1])
+        in_a = sum(int(r[cls]) for r in rows if r["field"] in train[0])
+        assert 0.35 * total <= in_a <= 0.65 * total, cls
+
+
 def test_turned_crops_keep_their_nucleus_boxes_on_the_nucleus():
     img = np.zeros((60, 60, 3), np.uint8)
     img[10, 45] = 255  # a marked pixel at x=45, y=10
