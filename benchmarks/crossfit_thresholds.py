@@ -143,13 +143,16 @@ def cmd_data(args: argparse.Namespace) -> None:
                             "--annotated-classes", ANNOTATED, "--out", str(out / "cric_cell_mosaics")], check=True)
 
 
-def out_of_fold_fields(taxonomy, out: Path) -> list:
-    """(detections, truth) of every annotated training field, run with the fold model that did not train on it."""
+def out_of_fold_fields(taxonomy, out: Path, models: tuple[str, ...] = FOLDS) -> list:
+    """(detections, truth) of every annotated training field, run with the fold model that did not train on it
+    (only the fields of the fold ``models`` did not train on)."""
     aliases = load_synth_config(None, taxonomy).label_aliases
     mpp = read_mpp_table(CRIC_FIELDS / "fields.csv")
     pooled = []
     for fold in FOLDS:
         other = FOLDS[1 - FOLDS.index(fold)]
+        if other not in models:
+            continue
         split = read_split(FOLD_SPLIT[other])  # the other fold's model never trained on this fold's fields
         mine = set(read_split(FOLD_SPLIT[fold]).fields("train"))
         images = [p for p in split_fields("train") if p.stem in mine and split.side(p) == "val"]
@@ -186,6 +189,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     taxonomy = load_taxonomy()
     cfg = load_config()
     default_thresholds, _ = class_thresholds(taxonomy, cfg.report)
+    if args.run_only:
+        out_of_fold_fields(taxonomy, args.out, (args.run_only,))
+        return
     fields = out_of_fold_fields(taxonomy, args.out)
     thresholds, choices = calibrated_thresholds(fields, TARGET_RECALL, default_thresholds, taxonomy)
     chosen = {c.class_name: c.threshold for c in choices}
@@ -226,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("--runs", type=Path, required=True, help="the bundled model's real_cells.py run folders")
     cal.add_argument("--out", type=Path, default=RESULTS / "crossfit_thresholds", help="out-of-fold runs go here")
     cal.add_argument("--json", type=Path, default=None)
+    cal.add_argument("--run-only", choices=FOLDS, default=None,
+                     help="only run this fold's model on the other fold's fields (to run the two folds side by side)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("wsi_pipeline").setLevel(logging.ERROR)
