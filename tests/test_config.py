@@ -63,13 +63,15 @@ def test_fast_cpu_profile_is_large_tiles_with_its_calibrated_threshold():
 
 
 def test_conventional_pap_profile_holds_the_thresholds_its_benchmark_chose():
-    """configs/conventional_pap.yaml carries exactly the thresholds benchmarks/train_calibrated_thresholds.py
-    calibrated on the CRIC training fields (its committed record), with the conventional adequacy minimum."""
+    """configs/conventional_pap.yaml carries exactly the thresholds benchmarks/crossfit_thresholds.py calibrated
+    on the CRIC training fields out of fold (its committed record, which adopted them by its rule), with the
+    conventional adequacy minimum."""
     import json
 
     from wsi_pipeline.taxonomy import CONFIG_DIR
 
-    record = json.loads((CONFIG_DIR.parent / "benchmarks" / "results" / "train_calibrated_thresholds.json").read_text())
+    record = json.loads((CONFIG_DIR.parent / "benchmarks" / "results" / "crossfit_thresholds.json").read_text())
+    assert record["profile_adopted"]
     cfg = load_config(CONFIG_DIR / "conventional_pap.yaml")
     assert cfg.report.class_score_thresholds == record["thresholds"]
     assert cfg.report.preparation == "conventional" and cfg.report.score_threshold == load_config().report.score_threshold
