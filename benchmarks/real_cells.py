@@ -18,7 +18,11 @@ Nothing here trains or tunes a threshold: the report thresholds of configs/defau
     python benchmarks/real_cells.py --config configs/fast_cpu.yaml --demo   # a settings profile instead of the defaults
 
 With ``--config``, that YAML (tiling, inference, report thresholds) applies on top of configs/default.yaml
-everywhere: the fields, ``tct_marked``, the demo and the thresholds that score them.
+everywhere: the fields, ``tct_marked``, the demo and the thresholds that score them. With
+``--conventional-config``, a second YAML applies on top of that to the CRIC fields only (conventional Pap), so
+each preparation type runs and is scored with its own profile, as a lab would run it:
+
+    python benchmarks/real_cells.py --conventional-config configs/conventional_pap.yaml --demo
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from wsi_pipeline.benchmarking import PROJECT as ROOT
 from wsi_pipeline.benchmarking import RESULTS
 from wsi_pipeline.benchmarking.real_fields import CRIC_FIELDS as FIELDS
 from wsi_pipeline.benchmarking.real_fields import run_field, tct_marked, validation_fields
-from wsi_pipeline.config import load_config, read_yaml
+from wsi_pipeline.config import load_config, merge, read_yaml
 from wsi_pipeline.datasets.annotations import load_annotations
 from wsi_pipeline.datasets.slides import read_mpp_table
 from wsi_pipeline.errors import WsiError
@@ -74,13 +78,17 @@ def cric_validation(model: Path, out: Path, taxonomy, thresholds, fields: list[P
             "squamous_counted": counted_squamous, "squamous_annotated": annotated_squamous}
 
 
-def score_model(model: Path, out: Path, fields: list[Path], demo: bool, overrides: dict | None = None) -> dict:
+def score_model(model: Path, out: Path, fields: list[Path], demo: bool, overrides: dict | None = None,
+                conventional: dict | None = None) -> dict:
+    """The targets of ``model``; ``conventional`` settings go on top of ``overrides`` for the CRIC fields only."""
     cfg = load_config(overrides=overrides)
     taxonomy = load_taxonomy()
     thresholds, _ = class_thresholds(taxonomy, cfg.report)
     started = time.perf_counter()
     record: dict = {"model": portable_path(model)}
-    record["cric_val"] = cric_validation(model, out / "cric_val", taxonomy, thresholds, fields, overrides)
+    cric_overrides = merge(overrides or {}, conventional) if conventional else overrides
+    cric_thresholds, _ = class_thresholds(taxonomy, load_config(overrides=cric_overrides).report)
+    record["cric_val"] = cric_validation(model, out / "cric_val", taxonomy, cric_thresholds, fields, cric_overrides)
     t = tct_marked(model, out, taxonomy, thresholds, overrides=overrides)
     outside = [v["counted_abnormal_outside"] for v in t.values()]
     record["tct_marked"] = {"top_in_circle": sum(bool(v["top_in_circle"]) for v in t.values()), "fields": len(t),
@@ -103,6 +111,11 @@ def model_label(model: str) -> str:
     return path.parent.name if path.name == "model.pt" else path.name
 
 
+def fraction(value: float | None) -> str:
+    """A recall to two decimals; ``-`` where there was nothing to find (a quick look at a few fields)."""
+    return "-" if value is None else f"{value:.2f}"
+
+
 def summary_table(records: list[dict]) -> str:
     """One markdown row per model: the issue's targets."""
     lines = ["| model | abnormal found | NILM flagged | high grade as high grade | squamous counted / annotated | "
@@ -112,9 +125,9 @@ def summary_table(records: list[dict]) -> str:
         h, c, t = r["cric_val"]["hits"], r["cric_val"], r["tct_marked"]
         demo = f"{r['demo']['found']}/{r['demo']['planted']}" if "demo" in r else "-"
         lines.append(f"| {r.get('label') or model_label(r['model'])} "
-                     f"| {h['abnormal_found']}/{h['abnormal_total']} ({h['abnormal_recall']:.2f}) "
-                     f"| {h['nilm_flagged']}/{h['nilm_total']} ({h['nilm_flagged_fraction']:.2f}) "
-                     f"| {h['high_grade_found']}/{h['high_grade_total']} ({h['high_grade_recall']:.2f}) "
+                     f"| {h['abnormal_found']}/{h['abnormal_total']} ({fraction(h['abnormal_recall'])}) "
+                     f"| {h['nilm_flagged']}/{h['nilm_total']} ({fraction(h['nilm_flagged_fraction'])}) "
+                     f"| {h['high_grade_found']}/{h['high_grade_total']} ({fraction(h['high_grade_recall'])}) "
                      f"| {c['squamous_counted']}/{c['squamous_annotated']} "
                      f"| {t['top_in_circle']}/{t['fields']} | {t['outside_mean']:.1f} | {demo} |")
     return "\n".join(lines)
@@ -129,6 +142,9 @@ def main() -> int:
     ap.add_argument("--fields", type=int, default=None, help="only the first N validation fields (a quick look)")
     ap.add_argument("--demo", action="store_true", help="also run the demo slide (a few minutes on CPU)")
     ap.add_argument("--config", type=Path, default=None, help="settings YAML on top of configs/default.yaml")
+    ap.add_argument("--conventional-config", type=Path, default=None,
+                    help="settings YAML on top of those for the conventional-Pap CRIC fields only "
+                         "(e.g. configs/conventional_pap.yaml)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if not FIELDS.is_dir():
@@ -136,23 +152,29 @@ def main() -> int:
         return 2
     models = ([starter_model_path() if args.baseline == "starter" else Path(args.baseline)] if args.baseline else [])
     models += args.model or ([] if models else [starter_model_path()])
-    overrides = None
-    if args.config:
-        try:
-            load_config(args.config)  # a wrong settings file fails here, before any run
+    overrides = conventional = None
+    try:  # a wrong settings file fails here, before any run
+        if args.config:
+            load_config(args.config)
             overrides = read_yaml(args.config)
-        except WsiError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        if args.conventional_config:
+            load_config(args.conventional_config)
+            conventional = read_yaml(args.conventional_config)
+    except WsiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     fields = validation_fields(args.fields)
     print(f"{len(fields)} CRIC validation fields ({SPLIT.relative_to(ROOT)}), tct_marked, settings of "
-          f"configs/default.yaml" + (f" + {args.config}" if args.config else ""))
+          f"configs/default.yaml" + (f" + {args.config}" if args.config else "")
+          + (f" (CRIC fields: + {args.conventional_config})" if args.conventional_config else ""))
     records = []
     for i, model in enumerate(models):
-        r = score_model(model, args.out / f"model{i}", fields, args.demo, overrides)
+        r = score_model(model, args.out / f"model{i}", fields, args.demo, overrides, conventional)
         r["label"] = model_label(str(model))  # from the path given (a run outside the project keeps its folder name)
         if args.config:
             r["config"] = portable_path(args.config)
+        if args.conventional_config:
+            r["conventional_config"] = portable_path(args.conventional_config)
         records.append(r)
         print(f"\n{model} ({r['seconds']:.0f} s)\n{r['cric_val']['table']}")
         print(f"squamous cells counted {r['cric_val']['squamous_counted']} / annotated {r['cric_val']['squamous_annotated']}")
