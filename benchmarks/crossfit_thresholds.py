@@ -67,7 +67,6 @@ from wsi_pipeline.config import load_config
 from wsi_pipeline.datasets.annotations import load_annotations
 from wsi_pipeline.datasets.slides import read_mpp_table
 from wsi_pipeline.datasets.split import read_split
-from wsi_pipeline.models.bundled import starter_model_path
 from wsi_pipeline.store.detections import read_detections
 from wsi_pipeline.synth.config import load_synth_config
 from wsi_pipeline.taxonomy import load_taxonomy
