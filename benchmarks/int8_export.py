@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from wsi_pipeline.benchmarking import RESULTS, write_record
-from wsi_pipeline.inference.quantize import calibration_images, fp32_nodes
+from wsi_pipeline.inference.quantize import batch_reader, calibration_images, fold_batch_norms, fp32_nodes, quantize_qdq
 from wsi_pipeline.inference.runtime import OnnxNetwork, export_network
 from wsi_pipeline.models.bundled import starter_model_path
 from wsi_pipeline.models.checkpoint import file_sha256, load_checkpoint
@@ -40,35 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CRIC_TRAIN = ROOT / "data" / "cric_train" / "images"
 TCT_TRAIN = ROOT / "data" / "v3_mix" / "train" / "images"
 BATCH = 4
-
-
-def quantize(src: Path, dst: Path, calibration: np.ndarray, exclude: list[str]) -> None:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,  # noqa: PLC0415
-                                          QuantType, quantize_static)
-
-    class Batches(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.start = 0
-
-        def get_next(self):
-            if self.start >= len(calibration):
-                return None
-            self.start += BATCH
-            return {"images": calibration[self.start - BATCH:self.start]}
-
-    quantize_static(str(src), str(dst), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude)
-
-
-def fold_batch_norms(src: Path, dst: Path) -> None:
-    import onnxruntime as ort  # noqa: PLC0415
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(dst)
-    options.log_severity_level = 3
-    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
 
 
 def scores(network: OnnxNetwork, images: torch.Tensor, family) -> np.ndarray:
@@ -130,7 +101,7 @@ def main() -> int:
         positions = reference >= 0.1
         high = reference >= 0.5
         for name, (source, exclude) in recipes.items():
-            quantize(folder / source, folder / "int8.onnx", calibration_t.numpy(), exclude)
+            quantize_qdq(folder / source, folder / "int8.onnx", exclude, batch_reader(calibration_t.numpy()))
             network = OnnxNetwork(folder / "int8.onnx", keys, num_threads=1, precision="int8")
             got, ms = scores(network, test_t, family), ms_per_batch(network, test_t)
             diff = np.abs(got - reference)[positions]

@@ -87,7 +87,7 @@ def score_model(model: Path, out: Path, fields: list[Path], demo: bool, override
     started = time.perf_counter()
     record: dict = {"model": portable_path(model)}
     cric_overrides = merge(overrides or {}, conventional) if conventional else overrides
-    cric_thresholds, _ = class_thresholds(taxonomy, load_config(overrides=cric_overrides).report)
+    cric_thresholds = class_thresholds(taxonomy, load_config(overrides=cric_overrides).report)[0] if conventional else thresholds
     record["cric_val"] = cric_validation(model, out / "cric_val", taxonomy, cric_thresholds, fields, cric_overrides)
     t = tct_marked(model, out, taxonomy, thresholds, overrides=overrides)
     outside = [v["counted_abnormal_outside"] for v in t.values()]

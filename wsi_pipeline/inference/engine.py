@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -229,10 +230,8 @@ def _run_batches_in_streams(store: PatchSource, detector: Predictor, batches: li
                             progress: bool, network: Any, streams: int) -> float:
     """:func:`_run_batches` with ``streams`` onnxruntime sessions of ``threads // streams`` threads each, run by as
     many worker threads (onnxruntime and torch release the GIL); results are saved in batch order."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
     threads = max(1, plan.num_threads // streams)
-    free = [type(network)(network.path, network.keys, threads, network.precision) for _ in range(streams)]
+    free = [network.with_threads(threads) for _ in range(streams)]
     lock = threading.Lock()
 
     def predict(images: torch.Tensor) -> list[dict[str, torch.Tensor]]:

@@ -59,13 +59,18 @@ def read_calibration(path: Path, sha256: str) -> dict[str, Any] | None:
     return calibration if ok else None
 
 
+def _calibration_beside(checkpoint: Path, sha256: str) -> Path:
+    """Where `wsi model quantize` writes a checkpoint's calibration by default: next to it."""
+    return checkpoint.resolve().parent / f"{checkpoint.stem}.{sha256}{CALIBRATION_SUFFIX}"
+
+
 def find_calibration(checkpoint: Path | None, sha256: str) -> tuple[Path, dict[str, Any]] | None:
     """The first usable int8 calibration of ``checkpoint``: next to it (the bundled model ships one), then the
     user cache."""
     if checkpoint is None or not sha256:
         return None
-    folder_first = [checkpoint.resolve().parent / f"{checkpoint.stem}.{sha256}{CALIBRATION_SUFFIX}"]
-    for path in dict.fromkeys(folder_first + export_paths(checkpoint, sha256, CALIBRATION_SUFFIX)):
+    paths = [_calibration_beside(checkpoint, sha256), *export_paths(checkpoint, sha256, CALIBRATION_SUFFIX)]
+    for path in dict.fromkeys(paths):
         if (calibration := read_calibration(path, sha256)) is not None:
             return path, calibration
     return None
@@ -119,7 +124,9 @@ def fp32_nodes(model) -> list[str]:
     return sorted(keep)
 
 
-def _fold_batch_norms(src: Path, dst: Path) -> None:
+def fold_batch_norms(src: Path, dst: Path) -> None:
+    """``src`` with its batch norms folded into the convolutions, written to ``dst`` (onnxruntime's basic graph
+    optimisation)."""
     import onnxruntime as ort  # noqa: PLC0415
 
     options = ort.SessionOptions()
@@ -129,16 +136,50 @@ def _fold_batch_norms(src: Path, dst: Path) -> None:
     ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
 
 
+def batch_reader(normalised: np.ndarray) -> Any:
+    """An onnxruntime calibration reader giving ``normalised`` images (N, 3, S, S) a few at a time."""
+    from onnxruntime.quantization import CalibrationDataReader  # noqa: PLC0415
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.start = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self.start >= len(normalised):
+                return None
+            self.start += _BATCH
+            return {"images": normalised[self.start - _BATCH:self.start]}
+
+    return Batches()
+
+
+def quantize_qdq(src: Path, dst: Path, exclude: list[str], reader: Any = None, ranges_path: Path | None = None) -> None:
+    """onnxruntime static quantisation of ``src`` to ``dst`` with the shipped settings (QDQ, int8 per-channel
+    weights, uint8 min-max activations), convolutions ``exclude`` left in fp32; the ranges measured with
+    ``reader`` (and saved to ``ranges_path`` when given) or, without a reader, read from ``ranges_path``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: PLC0415
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime.quantization warns through the root logger
+    try:
+        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
+                        calibration_cache_path=str(ranges_path) if ranges_path else None)
+    finally:
+        root.setLevel(level)
+
+
 def _quantize(fp32: Path, out: Path, sha256: str, reader: Any = None, ranges: dict | None = None,
               ranges_out: Path | None = None) -> list[str]:
     """Write the int8 export of the fp32 export ``fp32`` to ``out`` (atomically): ranges measured with
     ``reader`` (and saved to ``ranges_out``) or taken from ``ranges``; returns the convolutions kept in fp32."""
     import onnx  # noqa: PLC0415
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as tmp:
         folded, cache = Path(tmp) / "folded.onnx", ranges_out or Path(tmp) / "ranges.json"
-        _fold_batch_norms(fp32, folded)
+        fold_batch_norms(fp32, folded)
         graph = onnx.load(str(folded))
         keep = fp32_nodes(graph)
         if ranges is not None:
@@ -147,22 +188,13 @@ def _quantize(fp32: Path, out: Path, sha256: str, reader: Any = None, ranges: di
             if missing or not ranges.get("data"):
                 raise ValueError(f"calibration ranges name {len(missing)} tensors this export does not have")
             cache.write_text(json.dumps(ranges))
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # onnxruntime.quantization warns through the root logger
-        try:
-            with atomic_path(out) as tmp_out:
-                quantize_static(str(folded), str(tmp_out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep,
-                                calibration_cache_path=str(cache))
-                model = onnx.load(str(tmp_out))
-                for key, value in {"checkpoint_sha256": sha256, "format": INT8_FORMAT, "wsi_pipeline": __version__}.items():
-                    entry = model.metadata_props.add()
-                    entry.key, entry.value = key, value
-                onnx.save(model, str(tmp_out))
-        finally:
-            root.setLevel(level)
+        with atomic_path(out) as tmp_out:
+            quantize_qdq(folded, tmp_out, keep, reader, cache)
+            model = onnx.load(str(tmp_out))
+            for key, value in {"checkpoint_sha256": sha256, "format": INT8_FORMAT, "wsi_pipeline": __version__}.items():
+                entry = model.metadata_props.add()
+                entry.key, entry.value = key, value
+            onnx.save(model, str(tmp_out))
     return keep
 
 
@@ -173,7 +205,8 @@ def int8_network(fp32: OnnxNetwork, checkpoint: Path | None, sha256: str, num_th
     found = find_calibration(checkpoint, sha256)
     if found is None:
         return None
-    for path in export_paths(checkpoint, sha256, INT8_SUFFIX):
+    candidates = export_paths(checkpoint, sha256, INT8_SUFFIX)
+    for path in candidates:
         if path.is_file():
             try:
                 network = OnnxNetwork(path, fp32.keys, num_threads, precision="int8")
@@ -182,7 +215,6 @@ def int8_network(fp32: OnnxNetwork, checkpoint: Path | None, sha256: str, num_th
             props = network.session.get_modelmeta().custom_metadata_map  # no `import onnx` (~1 s) to read it
             if props.get("checkpoint_sha256") == sha256 and props.get("format") == INT8_FORMAT:
                 return network
-    candidates = export_paths(checkpoint, sha256, INT8_SUFFIX)
     for i, path in enumerate(candidates):
         try:
             log.info("Building the int8 network of %s from its calibration (once per checkpoint): %s",
@@ -219,32 +251,20 @@ def quantize_checkpoint(checkpoint: Path, folders: list[Path], out: Path | None 
         >>> quantize_checkpoint(Path("runs/v3/model.pt"), [Path("data/train/images")])  # doctest: +SKIP
         QuantizeResult(path=PosixPath('runs/v3/model.<sha256>.int8.json'), images=96, ...)
     """
-    from onnxruntime.quantization import CalibrationDataReader  # noqa: PLC0415
-
     from ..models.checkpoint import file_sha256, load_checkpoint  # noqa: PLC0415
     from ..models.detector import FAMILIES  # noqa: PLC0415
 
     sha256 = file_sha256(checkpoint)
     detector = load_checkpoint(checkpoint).detector
-    out = out or checkpoint.resolve().parent / f"{checkpoint.stem}.{sha256}{CALIBRATION_SUFFIX}"
+    out = out or _calibration_beside(checkpoint, sha256)
     images = calibration_images(folders, count, detector.spec.image_size, seed)
     with torch.inference_mode():
         normalised = detector.normalise(detector.as_float_images(torch.from_numpy(images))).numpy().astype(np.float32)
 
-    class Batches(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.start = 0
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            if self.start >= len(normalised):
-                return None
-            self.start += _BATCH
-            return {"images": normalised[self.start - _BATCH:self.start]}
-
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8, ranges = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
         keys = export_network(detector, fp32, sha256)
-        keep = _quantize(fp32, int8, sha256, reader=Batches(), ranges_out=ranges)
+        keep = _quantize(fp32, int8, sha256, reader=batch_reader(normalised), ranges_out=ranges)
         diffs = _score_differences(OnnxNetwork(int8, keys, 0), OnnxNetwork(fp32, keys, 0), torch.from_numpy(normalised),
                                    FAMILIES[detector.spec.detector])
         p95, top = (float(np.percentile(diffs, 95)), float(diffs.max())) if len(diffs) else (0.0, 0.0)
@@ -270,5 +290,6 @@ def _score_differences(int8, reference, normalised: torch.Tensor, family) -> np.
     return np.concatenate(diffs) if diffs else np.zeros(0, np.float32)
 
 
-__all__ = ["CALIBRATION_FORMAT", "INT8_FORMAT", "QuantizeResult", "calibration_images", "find_calibration",
-           "fp32_nodes", "int8_network", "quantize_checkpoint", "read_calibration"]
+__all__ = ["CALIBRATION_FORMAT", "INT8_FORMAT", "QuantizeResult", "batch_reader", "calibration_images",
+           "find_calibration", "fold_batch_norms", "fp32_nodes", "int8_network", "quantize_checkpoint", "quantize_qdq",
+           "read_calibration"]

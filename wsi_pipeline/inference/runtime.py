@@ -98,6 +98,10 @@ class OnnxNetwork:
         self.path = path
         self.precision = precision  # fp32 | int8 (built from the calibration of ``wsi model quantize``)
 
+    def with_threads(self, num_threads: int) -> OnnxNetwork:
+        """Another session of the same network with ``num_threads`` threads (one per CPU stream)."""
+        return OnnxNetwork(self.path, self.keys, num_threads, self.precision)
+
     def __call__(self, normalised: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self.session.run(self.keys, {"images": normalised.detach().cpu().float().contiguous().numpy()})
         return {k: torch.from_numpy(v) for k, v in zip(self.keys, outputs)}
